@@ -1,0 +1,230 @@
+"""Find T1w images, their lesion masks and same-session FLAIR/T2w with pybids.
+
+Masks come from the raw dataset (``anat/<entities>_label-lesion_roi``, the fMRIPrep
+convention) or from any ``--derivatives`` dataset (``<entities>_label-lesion_mask`` or
+``<entities>_desc-lesion_mask``). A mask matches a T1w when subject and session agree and
+every other entity the mask names (acq, ce, rec, run) equals the T1w's; a mask that does
+not name an entity applies to all values of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bids import BIDSLayout
+from bids.exceptions import BIDSValidationError
+
+from bidsfill.cli.exit_codes import BidsfillExit, ExitCode
+
+__all__ = ["RunInputs", "discover", "load_layout", "load_bids_filters"]
+
+LOGGER = logging.getLogger("bidsfill")
+_NIFTI = [".nii", ".nii.gz"]
+_MATCH_ENTITIES = ("acquisition", "ceagent", "reconstruction", "run")
+_FILTER_KEYS = {"t1w", "roi", "flair", "t2w"}
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """One T1w to fill, with what was found for it."""
+
+    t1w: Path
+    subject: str
+    session: str | None
+    mask: Path | None
+    mask_source: str  # "raw", "derivatives:<path>" or "none"
+    flair: Path | None = None
+    t2w: Path | None = None
+    entities: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """A short unique name of this run, from its file name."""
+        return self.t1w.name.split(".")[0].replace("_T1w", "").replace("-", "")
+
+
+def load_bids_filters(path: Path) -> dict[str, Any]:
+    """Read ``--bids-filter-file`` (fMRIPrep's format: query name -> pybids filters)."""
+    try:
+        filters = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BidsfillExit(
+            f"The BIDS filter file {path} is not valid JSON ({err}).", ExitCode.USAGE
+        ) from None
+    if not isinstance(filters, dict) or not set(filters) <= _FILTER_KEYS:
+        raise BidsfillExit(
+            f"The BIDS filter file {path} must map some of {sorted(_FILTER_KEYS)} to filters.",
+            ExitCode.USAGE,
+        )
+    return filters
+
+
+def load_layout(bids_dir: Path, *, validate: bool, database_path: Path | None = None) -> BIDSLayout:
+    """Index the raw dataset; an invalid dataset stops with exit code 16."""
+    if not (Path(bids_dir) / "dataset_description.json").exists():
+        raise BidsfillExit(
+            f"{bids_dir} is not a BIDS dataset: it has no dataset_description.json.",
+            ExitCode.INVALID_DATASET,
+        )
+    try:
+        return BIDSLayout(str(bids_dir), validate=validate, derivatives=False)
+    except (BIDSValidationError, ValueError) as err:
+        raise BidsfillExit(
+            f"{bids_dir} is not a valid BIDS dataset ({err}).", ExitCode.INVALID_DATASET
+        ) from None
+
+
+def _derivative_layout(path: Path) -> BIDSLayout:
+    if not (Path(path) / "dataset_description.json").exists():
+        raise BidsfillExit(
+            f"The derivatives dataset {path} has no dataset_description.json.",
+            ExitCode.INVALID_DATASET,
+        )
+    try:
+        return BIDSLayout(str(path), validate=False, is_derivative=True)
+    except (BIDSValidationError, ValueError) as err:
+        raise BidsfillExit(
+            f"The derivatives dataset {path} could not be indexed ({err}).",
+            ExitCode.INVALID_DATASET,
+        ) from None
+
+
+def _compatible(candidate: dict[str, Any], target: dict[str, Any]) -> int | None:
+    """Number of matching optional entities, or None when the candidate conflicts."""
+    score = 0
+    for ent in _MATCH_ENTITIES:
+        if ent in candidate:
+            if str(candidate[ent]) != str(target.get(ent)):
+                return None
+            score += 1
+    return score
+
+
+def _best(cands: list[tuple[Path, str, dict[str, Any]]], target: dict[str, Any]):
+    scored = [
+        (s, path, source)
+        for path, source, ents in cands
+        if (s := _compatible(ents, target)) is not None
+    ]
+    if not scored:
+        return []
+    top = max(s for s, _, _ in scored)
+    return [(path, source) for s, path, source in scored if s == top]
+
+
+def _query(layout: BIDSLayout, subject: str, session: str | None, **filters: Any) -> list:
+    query: dict[str, Any] = {"subject": subject, "extension": _NIFTI, "return_type": "object"}
+    query["session"] = session if session is not None else None
+    query.update(filters)
+    if session is None:
+        query.pop("session")
+        return [f for f in layout.get(**query) if "session" not in f.get_entities()]
+    return layout.get(**query)
+
+
+def discover(
+    layout: BIDSLayout,
+    *,
+    participant_label: list[str] | None = None,
+    session_label: list[str] | None = None,
+    derivatives: list[Path] | None = None,
+    bids_filters: dict[str, Any] | None = None,
+) -> tuple[list[RunInputs], list[str]]:
+    """Every T1w of the selected subjects/sessions with its mask; plus warnings.
+
+    Raises:
+        BidsfillExit: 18 when the filters match no T1w, 16 when a T1w has two candidate
+            masks, 66 when no T1w has a mask at all.
+    """
+    filters = bids_filters or {}
+    subjects = layout.get_subjects()
+    if participant_label:
+        missing = sorted(set(participant_label) - set(subjects))
+        if missing:
+            raise BidsfillExit(
+                f"Participant(s) {', '.join('sub-' + m for m in missing)} not found in "
+                f"{layout.root}.",
+                ExitCode.NO_MATCH,
+            )
+        subjects = [s for s in subjects if s in participant_label]
+    query: dict[str, Any] = {
+        "subject": subjects,
+        "suffix": "T1w",
+        "datatype": "anat",
+        "extension": _NIFTI,
+        "return_type": "object",
+    }
+    if session_label:
+        query["session"] = session_label
+    query.update(filters.get("t1w", {}))
+    t1ws = [f for f in layout.get(**query) if "space" not in f.get_entities()]
+    if not t1ws:
+        raise BidsfillExit(
+            f"No T1w image in {layout.root} matches the participant, session and filter selection.",
+            ExitCode.NO_MATCH,
+        )
+    deriv_layouts = [(Path(p), _derivative_layout(Path(p))) for p in (derivatives or [])]
+    runs: list[RunInputs] = []
+    warnings: list[str] = []
+    for t1w in sorted(t1ws, key=lambda f: f.path):
+        ents = t1w.get_entities()
+        subject, session = ents["subject"], ents.get("session")
+        cands: list[tuple[Path, str, dict[str, Any]]] = []
+        for f in _query(
+            layout, subject, session, suffix="roi", label="lesion", **filters.get("roi", {})
+        ):
+            cands.append((Path(f.path), "raw", f.get_entities()))
+        for root, dlayout in deriv_layouts:
+            found = _query(dlayout, subject, session, suffix="mask", label="lesion")
+            found += _query(dlayout, subject, session, suffix="mask", desc="lesion")
+            for f in {f.path: f for f in found}.values():
+                cands.append((Path(f.path), f"derivatives:{root}", f.get_entities()))
+        best = _best(cands, ents)
+        if len(best) > 1:
+            names = ", ".join(sorted(p.name for p, _ in best))
+            raise BidsfillExit(
+                f"{Path(t1w.path).name} has more than one candidate lesion mask ({names}); "
+                "keep one or narrow the choice with --bids-filter-file.",
+                ExitCode.INVALID_DATASET,
+            )
+        mask, source = best[0] if best else (None, "none")
+        if mask is None:
+            warnings.append(f"{Path(t1w.path).name} has no lesion mask; it is skipped.")
+        extra = {}
+        for suffix in ("FLAIR", "T2w"):
+            others = _best(
+                [
+                    (Path(f.path), "raw", f.get_entities())
+                    for f in _query(
+                        layout, subject, session, suffix=suffix, **filters.get(suffix.lower(), {})
+                    )
+                ],
+                {k: v for k, v in ents.items() if k != "run"},
+            )
+            extra[suffix] = others[0][0] if others else None
+        runs.append(
+            RunInputs(
+                t1w=Path(t1w.path),
+                subject=subject,
+                session=session,
+                mask=mask,
+                mask_source=source,
+                flair=extra["FLAIR"],
+                t2w=extra["T2w"],
+                entities={
+                    k: v for k, v in ents.items() if k not in ("extension", "suffix", "datatype")
+                },
+            )
+        )
+    if not any(r.mask for r in runs):
+        raise BidsfillExit(
+            "No selected T1w image has a lesion mask (expected anat/<entities>_label-lesion_roi "
+            "in the dataset or <entities>_label-lesion_mask / _desc-lesion_mask in a "
+            "--derivatives dataset).",
+            ExitCode.MISSING_INPUT,
+        )
+    return runs, warnings

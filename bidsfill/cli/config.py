@@ -1,0 +1,180 @@
+"""One settings object per run, serialisable to TOML (the shape of fMRIPrep's config).
+
+Each section is a class that is never instantiated; its attributes are the settings.
+``to_filename`` writes the whole config so a run can be reproduced, ``load`` reads it
+back (used for the work dir's copy and for ``sub-X/log/<run_uuid>/bidsfill.toml``).
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["execution", "workflow", "nipype", "seeds", "dumps", "load", "to_filename", "reset"]
+
+
+class _Section:
+    """Settings of one kind; never instantiated."""
+
+    _paths: tuple[str, ...] = ()
+
+    def __init__(self) -> None:  # pragma: no cover - guard
+        raise RuntimeError("Configuration sections are not instantiated.")
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [k for k in vars(cls) if not k.startswith("_") and not callable(getattr(cls, k))]
+
+    @classmethod
+    def get(cls) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in cls.keys():
+            value = getattr(cls, key)
+            if value is None:
+                continue
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, list | tuple):
+                value = [str(v) if isinstance(v, Path) else v for v in value]
+            out[key] = value
+        return out
+
+    @classmethod
+    def load(cls, settings: dict[str, Any]) -> None:
+        for key, value in settings.items():
+            if key in cls._paths and value is not None:
+                value = [Path(v) for v in value] if isinstance(value, list) else Path(value)
+            setattr(cls, key, value)
+
+
+class execution(_Section):
+    """Where the data are and how this run was asked for."""
+
+    _paths = ("bids_dir", "output_dir", "work_dir", "log_dir", "derivatives", "bids_filter_file")
+    bids_dir: Path | None = None
+    """The input BIDS dataset (never written to)."""
+    output_dir: Path | None = None
+    """The BIDS-Derivatives dataset bidsfill writes."""
+    analysis_level: str = "participant"
+    """``participant`` or ``group``."""
+    work_dir: Path | None = None
+    """Nipype's working directory; rerunning with the same one resumes."""
+    derivatives: list[Path] = []
+    """Derivatives datasets searched for lesion masks."""
+    participant_label: list[str] = []
+    """Subjects to process (without ``sub-``); empty means all."""
+    session_label: list[str] = []
+    """Sessions to process (without ``ses-``); empty means all."""
+    bids_filter_file: Path | None = None
+    """JSON file with pybids filters for the ``t1w``, ``roi``, ``flair`` and ``t2w`` queries."""
+    bids_filters: dict[str, Any] = {}
+    """The parsed filters."""
+    skip_bids_validation: bool = False
+    """Do not validate the input dataset."""
+    reports_only: bool = False
+    """Rebuild reports from existing outputs only."""
+    run_uuid: str = ""
+    """Identifier of this run (date and a random part), naming ``log/<run_uuid>``."""
+    cmdline: list[str] = []
+    """The command line as typed."""
+    version: str = ""
+    """bidsfill version."""
+    verbosity: int = 0
+    """Number of ``-v`` flags."""
+
+
+class workflow(_Section):
+    """What the workflow computes."""
+
+    method: str = "nawm"
+    """Fill method (a registered filler)."""
+    dilate: int = 0
+    """Grow the lesion mask by this many voxels before filling."""
+    sampler: str = "ddim"
+    """Diffusion sampler."""
+    steps: int | None = None
+    """Diffusion sampling steps (None: the model's default)."""
+    eta: float = 0.0
+    """DDIM eta (0: deterministic given the start noise)."""
+    n_samples: int = 1
+    """Independent diffusion fills averaged; >1 writes a standard-deviation map."""
+    model: str | None = None
+    """Path to diffusion weights (safetensors); None: the shipped default."""
+    device: str = "auto"
+    """``auto``, ``cpu`` or ``cuda[:N]``."""
+
+
+class nipype(_Section):
+    """How Nipype runs the workflow."""
+
+    plugin: str = "MultiProc"
+    """Nipype execution plugin."""
+    plugin_args: dict[str, Any] = {}
+    """Arguments of the plugin."""
+    nprocs: int = 1
+    """Processes Nipype may run at once."""
+    omp_nthreads: int = 1
+    """Threads per process (ANTs, torch)."""
+    mem_gb: float | None = None
+    """Memory Nipype may schedule."""
+    n_gpu_procs: int = 1
+    """GPU fill nodes that may run at once."""
+    stop_on_first_crash: bool = False
+    """Stop the whole run at the first crashed node."""
+
+
+class seeds(_Section):
+    """Random seeds, copied into sidecars."""
+
+    master: int = 0
+    """Seed of every random draw of the fill and segmentation."""
+
+
+_SECTIONS = {"execution": execution, "workflow": workflow, "nipype": nipype, "seeds": seeds}
+
+
+def reset() -> None:
+    """Give every list/dict attribute a fresh object (tests build several configs)."""
+    execution.derivatives = []
+    execution.participant_label = []
+    execution.session_label = []
+    execution.bids_filters = {}
+    execution.cmdline = []
+    nipype.plugin_args = {}
+
+
+def new_run_uuid() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}_{uuid.uuid4()}"
+
+
+def as_dict() -> dict[str, dict[str, Any]]:
+    return {name: section.get() for name, section in _SECTIONS.items()}
+
+
+def dumps() -> str:
+    return tomli_w.dumps(as_dict())
+
+
+def to_filename(path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps())
+    return path
+
+
+def load(path: str | Path) -> None:
+    settings = tomllib.loads(Path(path).read_text())
+    for name, values in settings.items():
+        _SECTIONS[name].load(values)

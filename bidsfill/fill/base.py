@@ -1,0 +1,137 @@
+"""The fill interface every method plugs into.
+
+A filler is a function ``(image, mask, *, zooms, seed, **params) -> FillResult`` that
+works on float arrays in the input's (scaled) intensity units. It may compute any value
+anywhere, but :func:`fill_image` keeps only the voxels inside the mask, so no filler can
+change a voxel outside it. Fillers register themselves by name with
+:func:`register_filler`; the CLI's ``--method`` choices are the registry's keys.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "FillError",
+    "FillResult",
+    "Filler",
+    "available_methods",
+    "fill_image",
+    "get_filler",
+    "register_filler",
+]
+
+
+class FillError(RuntimeError):
+    """A fill that cannot run for a reason the user can fix (one clear sentence)."""
+
+
+@dataclass(frozen=True)
+class FillResult:
+    """What a filler returns.
+
+    Args:
+        filled: float32 array shaped like the input; only voxels inside the mask are used.
+        std: optional voxelwise standard deviation across samples (diffusion, n_samples > 1).
+        params: the method's parameters, recorded in the sidecar JSON.
+        device: the device that actually ran the fill ("cpu", "cuda:0").
+        seconds: wall-clock seconds of the fill (set by :func:`fill_image`).
+    """
+
+    filled: np.ndarray
+    std: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    seconds: float = 0.0
+
+
+class Filler(Protocol):
+    def __call__(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        *,
+        zooms: tuple[float, float, float],
+        seed: int,
+        **params: Any,
+    ) -> FillResult: ...
+
+
+_REGISTRY: dict[str, Filler] = {}
+
+
+def register_filler(name: str) -> Callable[[Filler], Filler]:
+    """Decorator that makes a filler available as ``--method name``."""
+
+    def _register(func: Filler) -> Filler:
+        _REGISTRY[name] = func
+        return func
+
+    return _register
+
+
+def _load_builtin_fillers() -> None:
+    # Importing the modules runs their @register_filler decorators.
+    import importlib
+
+    for module in ("nawm", "ring", "nonlocal_fill", "fsl", "diffusion"):
+        try:
+            importlib.import_module(f"bidsfill.fill.{module}")
+        except ModuleNotFoundError as err:  # a method module not written yet
+            if err.name != f"bidsfill.fill.{module}":
+                raise
+
+
+def available_methods() -> list[str]:
+    _load_builtin_fillers()
+    return sorted(_REGISTRY)
+
+
+def get_filler(name: str) -> Filler:
+    _load_builtin_fillers()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise FillError(
+            f"Unknown fill method {name!r}; choose one of {', '.join(sorted(_REGISTRY))}."
+        ) from None
+
+
+def fill_image(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    method: str,
+    zooms: tuple[float, float, float],
+    seed: int = 0,
+    **params: Any,
+) -> FillResult:
+    """Fill ``image`` inside ``mask`` with ``method``; outside the mask the input is kept.
+
+    This is the one place where filled values are written into the image, so the
+    outside-mask invariant holds for every method.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.asarray(mask).astype(bool)
+    if image.shape != mask.shape:
+        raise FillError(f"Image shape {image.shape} and mask shape {mask.shape} differ.")
+    if not mask.any():
+        return FillResult(filled=image.copy(), params={"empty_mask": True})
+    filler = get_filler(method)
+    start = time.perf_counter()
+    result = filler(image, mask, zooms=tuple(float(z) for z in zooms), seed=int(seed), **params)
+    seconds = time.perf_counter() - start
+    out = image.copy()
+    out[mask] = np.asarray(result.filled, dtype=np.float32)[mask]
+    std = None
+    if result.std is not None:
+        std = np.zeros_like(image)
+        std[mask] = np.asarray(result.std, dtype=np.float32)[mask]
+    return FillResult(
+        filled=out, std=std, params=dict(result.params), device=result.device, seconds=seconds
+    )
