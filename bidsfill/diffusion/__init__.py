@@ -1,1 +1,1 @@
-"""bidsfill.diffusion"""
+"""Diffusion models for inpainting: networks, noise schedules, samplers, preparation, weights."""

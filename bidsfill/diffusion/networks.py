@@ -1,0 +1,314 @@
+"""Diffusion U-Nets: pseudo-3D and slice-wise 2D on z-windows, and a 3D wavelet U-Net.
+
+Every network is called as ``model(x, t)`` with ``t`` a long tensor of shape ``(N,)``
+and is built from a JSON-serialisable config by :func:`build_network`, so a model card
+can rebuild it. Conditional models take their channels in this order: the noisy image
+x_t, the voided image b = x * (1 - m), the mask m, then optional extras (mirrored
+contralateral image, FLAIR); unconditional (RePaint) models take x_t only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.networks.nets.diffusion_model_unet import (
+    DiffusionUnetDownsample,
+    DiffusionUNetResnetBlock,
+    get_timestep_embedding,
+)
+from torch import nn
+
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_CONFIGS",
+    "Pseudo3DUNet",
+    "WaveletUNet",
+    "build_network",
+    "spatial_divisor",
+]
+
+ARCHITECTURES = ("pseudo3d", "slicewise", "wdm3d")
+
+#: Default configs; small enough to fill a demo subject on 2 CPU cores in about a minute.
+DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
+    "pseudo3d": {
+        "in_channels": 3,
+        "out_channels": 1,
+        "channels": [32, 64, 128],
+        "num_res_blocks": 1,
+        "norm_num_groups": 8,
+    },
+    "slicewise": {
+        "in_channels": 3,
+        "out_channels": 1,
+        "channels": [32, 64, 128],
+        "num_res_blocks": 1,
+        "norm_num_groups": 8,
+    },
+    "wdm3d": {
+        "in_channels": 24,
+        "out_channels": 8,
+        "channels": [32, 64, 128],
+        "num_res_blocks": 1,
+        "norm_num_groups": 8,
+    },
+}
+
+
+class _ZConv(nn.Module):
+    """1D convolution along z applied to a stack of 2D feature maps.
+
+    Written by hand because MONAI has no pseudo-3D block. Initialised to the identity
+    (Dirac kernel, zero bias) so a pretrained 2D U-Net's behaviour is kept at the start.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
+        nn.init.dirac_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, h: torch.Tensor, nz: int) -> torch.Tensor:
+        nzb, c, hh, ww = h.shape
+        n = nzb // nz
+        # (N*Z, C, H, W) -> (N*H*W, C, Z) -> conv along Z -> back
+        h = h.reshape(n, nz, c, hh, ww).permute(0, 3, 4, 2, 1).reshape(n * hh * ww, c, nz)
+        h = self.conv(h)
+        return h.reshape(n, hh, ww, c, nz).permute(0, 4, 3, 1, 2).reshape(nzb, c, hh, ww)
+
+
+class _ResBlock(nn.Module):
+    """MONAI's 2D diffusion residual block with optional z convolutions after each conv."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, temb_ch: int, groups: int, z_conv: bool, dims: int = 2
+    ) -> None:
+        super().__init__()
+        self.dims = dims
+        self.block = DiffusionUNetResnetBlock(
+            spatial_dims=dims,
+            in_channels=in_ch,
+            temb_channels=temb_ch,
+            out_channels=out_ch,
+            norm_num_groups=groups,
+        )
+        self.zconv1 = _ZConv(out_ch) if z_conv else None
+        self.zconv2 = _ZConv(out_ch) if z_conv else None
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, nz: int) -> torch.Tensor:
+        b = self.block
+        # 1. norm, act, 2D conv, then the 1D z conv (Pseudo3D, Durrer et al. 2025)
+        h = b.conv1(b.nonlinearity(b.norm1(x)))
+        if self.zconv1 is not None:
+            h = self.zconv1(h, nz)
+        # 2. add the timestep embedding
+        h = h + b.time_emb_proj(b.nonlinearity(emb)).reshape(*emb.shape[:1], -1, *[1] * self.dims)
+        # 3. second conv pair (zero-initialised 2D conv, so the block starts as identity)
+        h = b.conv2(b.nonlinearity(b.norm2(h)))
+        if self.zconv2 is not None:
+            h = self.zconv2(h, nz)
+        return b.skip_connection(x) + h
+
+
+class _Upsample(nn.Module):
+    def __init__(self, channels: int, dims: int = 2) -> None:
+        super().__init__()
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        self.conv = conv(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class _UNetCore(nn.Module):
+    """Encoder-decoder of MONAI diffusion residual blocks, in 2D (per slice) or 3D.
+
+    Written out here instead of using MONAI's ``DiffusionModelUNet`` because that class
+    cannot host the z convolutions and always puts self-attention (einops, slow on CPU)
+    in its bottleneck.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int],
+        num_res_blocks: int,
+        norm_num_groups: int,
+        z_conv: bool,
+        dims: int,
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in channels]
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError("in_channels and out_channels must be >= 1.")
+        if not channels or any(c % norm_num_groups for c in channels):
+            raise ValueError(
+                f"channels {channels} must be non-empty and divisible by norm_num_groups "
+                f"{norm_num_groups}."
+            )
+        if num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks must be >= 1, got {num_res_blocks}.")
+        self.dims = dims
+        self.divisor = 2 ** (len(channels) - 1)
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        ch0 = channels[0]
+        temb = 4 * ch0
+        self.temb_dim = ch0
+        self.time_embed = nn.Sequential(nn.Linear(ch0, temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.conv_in = conv(in_channels, ch0, 3, padding=1)
+
+        def res(i: int, o: int) -> _ResBlock:
+            return _ResBlock(i, o, temb, norm_num_groups, z_conv, dims)
+
+        self.down = nn.ModuleList()
+        skip_ch = [ch0]
+        prev = ch0
+        for level, ch in enumerate(channels):
+            for _ in range(num_res_blocks):
+                self.down.append(res(prev, ch))
+                prev = ch
+                skip_ch.append(ch)
+            if level < len(channels) - 1:
+                self.down.append(DiffusionUnetDownsample(dims, ch, use_conv=True))
+                skip_ch.append(ch)
+        self.mid = nn.ModuleList([res(prev, prev), res(prev, prev)])
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(channels))):
+            ch = channels[level]
+            for _ in range(num_res_blocks + 1):
+                self.up.append(res(prev + skip_ch.pop(), ch))
+                prev = ch
+            if level > 0:
+                self.up.append(_Upsample(ch, dims))
+        self.out = nn.Sequential(
+            nn.GroupNorm(norm_num_groups, prev), nn.SiLU(), conv(prev, out_channels, 3, padding=1)
+        )
+        # Zero-initialised output: an untrained model predicts 0 (the mean of eps / x_0).
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def run(self, h: torch.Tensor, t: torch.Tensor, nz: int) -> torch.Tensor:
+        # 1. timestep embedding, shared by the nz slices of a window
+        emb = get_timestep_embedding(t.reshape(-1), self.temb_dim).to(dtype=h.dtype)
+        emb = self.time_embed(emb).repeat_interleave(nz, dim=0)
+        # 2. encoder
+        h = self.conv_in(h)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, emb, nz) if isinstance(layer, _ResBlock) else layer(h, emb)
+            skips.append(h)
+        # 3. bottleneck
+        for layer in self.mid:
+            h = layer(h, emb, nz)
+        # 4. decoder with skip connections
+        for layer in self.up:
+            if isinstance(layer, _ResBlock):
+                h = layer(torch.cat([h, skips.pop()], dim=1), emb, nz)
+            else:
+                h = layer(h)
+        return self.out(h)
+
+
+class Pseudo3DUNet(_UNetCore):
+    """2D diffusion U-Net on windows of consecutive slices, with optional z convolutions.
+
+    Input ``(N, C, Z, H, W)``: channels x_t (1), voided image b (1), mask m (1) and extras
+    for conditional models, x_t only for unconditional ones; Z consecutive axial slices;
+    H and W divisible by ``2 ** (len(channels) - 1)``. One timestep per window: ``t`` is
+    ``(N,)``. Output ``(N, out_channels, Z, H, W)``.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        channels: feature channels per resolution level.
+        num_res_blocks: residual blocks per level.
+        norm_num_groups: GroupNorm groups (must divide every entry of ``channels``).
+        z_conv: True for pseudo3d (1D convs along z), False for slicewise.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = (32, 64, 128),
+        num_res_blocks: int = 1,
+        norm_num_groups: int = 8,
+        z_conv: bool = True,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, channels, num_res_blocks, norm_num_groups, z_conv, 2
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"Expected (N, C, Z, H, W), got shape {tuple(x.shape)}.")
+        n, c, nz, hh, ww = x.shape
+        if hh % self.divisor or ww % self.divisor:
+            raise ValueError(f"H and W must be divisible by {self.divisor}, got {hh}x{ww}.")
+        # slices become the batch: (N, C, Z, H, W) -> (N*Z, C, H, W) and back
+        h = x.permute(0, 2, 1, 3, 4).reshape(n * nz, c, hh, ww)
+        h = self.run(h, t, nz)
+        return h.reshape(n, nz, -1, hh, ww).permute(0, 2, 1, 3, 4)
+
+
+class WaveletUNet(_UNetCore):
+    """3D diffusion U-Net on Haar sub-bands (cWDM / WDM 3D style).
+
+    Input ``(N, 8 * k, D, H, W)`` at half resolution: the 8 sub-bands of x_t, then those of
+    b and m (and extras) for conditional models. Predicts the sub-bands of x_0 (or eps,
+    per the schedule). D, H, W divisible by ``2 ** (len(channels) - 1)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = (32, 64, 128),
+        num_res_blocks: int = 1,
+        norm_num_groups: int = 8,
+    ) -> None:
+        if in_channels % 8 or out_channels % 8:
+            raise ValueError("wdm3d in_channels and out_channels must be multiples of 8.")
+        super().__init__(
+            in_channels, out_channels, channels, num_res_blocks, norm_num_groups, False, 3
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"Expected (N, C, D, H, W), got shape {tuple(x.shape)}.")
+        if any(s % self.divisor for s in x.shape[2:]):
+            raise ValueError(
+                f"Spatial sizes must be divisible by {self.divisor}, got {tuple(x.shape[2:])}."
+            )
+        return self.run(x, t, 1)
+
+
+def build_network(arch: str, **config: Any) -> nn.Module:
+    """Build a network from its model-card architecture name and config.
+
+    Args:
+        arch: "pseudo3d", "slicewise" or "wdm3d".
+        **config: constructor arguments (``in_channels``, ``out_channels``, ``channels``,
+            ``num_res_blocks``, ``norm_num_groups``); missing keys
+            take :data:`DEFAULT_CONFIGS` values.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {ARCHITECTURES}.")
+    cfg = {**DEFAULT_CONFIGS[arch], **config}
+    allowed = {"in_channels", "out_channels", "channels", "num_res_blocks", "norm_num_groups"}
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise ValueError(f"Unknown config keys for {arch}: {sorted(unknown)}.")
+    if arch == "wdm3d":
+        return WaveletUNet(**cfg)
+    return Pseudo3DUNet(**cfg, z_conv=arch == "pseudo3d")
+
+
+def spatial_divisor(arch: str, config: dict[str, Any]) -> int:
+    """Image-space size multiple a crop must be padded to for this network."""
+    levels = len(config.get("channels", DEFAULT_CONFIGS[arch]["channels"]))
+    factor = 2 ** (levels - 1)
+    return factor * 2 if arch == "wdm3d" else factor

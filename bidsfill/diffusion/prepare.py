@@ -1,0 +1,420 @@
+"""Preparation shared by training and inference, so the two never drift apart.
+
+Intensity normalisation is fitted on the known (unmasked, nonzero) tissue of each crop,
+not on whole-volume percentiles, which move with skull, neck fat and scanner scaling
+(DESIGN.md, step 3). Geometry: one crop per lesion cluster (bounding box plus a context
+margin, grown to a size the network accepts), overlapping z-windows blended with smooth
+weights, and paste-back; every step is invertible.
+
+Array layout: volumes are ``(X, Y, Z)`` with Z the axial (inferior-superior) axis, as
+nibabel gives for RAS-like images. Network tensors are ``(C, Z, H, W)`` with ``H, W = X, Y``
+for the slice models and ``(C, X/2, Y/2, Z/2)`` sub-bands for wdm3d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from bidsfill.diffusion.networks import spatial_divisor
+from bidsfill.diffusion.wavelets import dwt3d
+
+__all__ = [
+    "Crop",
+    "IntensityMap",
+    "TrainingExample",
+    "blend_weights",
+    "build_condition",
+    "crop_around",
+    "default_preprocessing",
+    "extra_channels",
+    "fit_intensity_map",
+    "lesion_crops",
+    "make_training_example",
+    "mirror_lr",
+    "normalise_extras",
+    "slices_to_volume",
+    "to_network",
+    "volume_to_slices",
+    "z_windows",
+]
+
+EXTRAS = ("mirror", "flair")
+
+
+def default_preprocessing(arch: str, extras: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Geometry and intensity constants recorded in the model card under "preprocessing".
+
+    Args:
+        arch: network architecture name.
+        extras: extra conditioning channels, a subset of ("mirror", "flair") in order.
+    """
+    unknown = set(extras) - set(EXTRAS)
+    if unknown:
+        raise ValueError(f"Unknown extra channels {sorted(unknown)}; choose from {EXTRAS}.")
+    return {
+        "layout": "volume (X, Y, Z), Z axial; slice models see (C, Z, X, Y)",
+        "intensity": {
+            "rule": "known-tissue-peak",
+            "low": -1.0,
+            "peak_value": 0.5,
+            "clip": [-1.5, 1.5],
+            "percentiles": [2.0, 99.5],
+        },
+        "margin": 8,
+        "window": 8 if arch != "wdm3d" else None,
+        "window_overlap": 4 if arch != "wdm3d" else None,
+        "patch_size": [64, 64, 8] if arch != "wdm3d" else [32, 32, 32],
+        "extras": list(extras),
+    }
+
+
+# -- intensity ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IntensityMap:
+    """Affine map from scanner units to the model's range, and back.
+
+    ``zero`` (background) maps to ``low`` and ``peak`` (the brightest large tissue mode,
+    white matter in T1w) to ``peak_value``. ``apply`` clips to ``clip``; ``inverse``
+    undoes the affine part exactly.
+    """
+
+    zero: float
+    peak: float
+    low: float = -1.0
+    peak_value: float = 0.5
+    clip: tuple[float, float] = (-1.5, 1.5)
+
+    @property
+    def _scale(self) -> float:
+        return (self.peak_value - self.low) / (self.peak - self.zero)
+
+    def apply(self, x: np.ndarray, clip: bool = True) -> np.ndarray:
+        y = (np.asarray(x, dtype=np.float32) - self.zero) * self._scale + self.low
+        return np.clip(y, *self.clip).astype(np.float32) if clip else y.astype(np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return ((np.asarray(y, dtype=np.float64) - self.low) / self._scale + self.zero).astype(
+            np.float32
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["clip"] = list(self.clip)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IntensityMap:
+        data = dict(data)
+        if "clip" in data:
+            data["clip"] = tuple(data["clip"])
+        return cls(**data)
+
+
+def _tissue_peak(values: np.ndarray, percentiles: tuple[float, float]) -> float:
+    lo, hi = np.percentile(values, percentiles)
+    if hi <= lo:
+        return float(hi)
+    hist, edges = np.histogram(values, bins=100, range=(lo, hi))
+    hist = ndimage.gaussian_filter1d(hist.astype(np.float64), 2.0)
+    centres = (edges[:-1] + edges[1:]) / 2
+    # The brightest large mode: WM in T1w. Search only above the median so a large CSF
+    # or GM share cannot win.
+    upper = centres >= np.median(values)
+    return float(centres[upper][np.argmax(hist[upper])])
+
+
+def fit_intensity_map(
+    image_crop: np.ndarray,
+    known_mask: np.ndarray,
+    *,
+    low: float = -1.0,
+    peak_value: float = 0.5,
+    clip: tuple[float, float] | list[float] = (-1.5, 1.5),
+    percentiles: tuple[float, float] | list[float] = (2.0, 99.5),
+    **_: Any,
+) -> IntensityMap:
+    """Fit the map on the known (unmasked, nonzero) voxels of a crop.
+
+    Args:
+        image_crop: crop in scanner units.
+        known_mask: True where the image is known (outside the lesion mask).
+        low, peak_value, clip, percentiles: the model card's "intensity" rule.
+
+    Raises:
+        ValueError: fewer than 32 known nonzero voxels to fit on.
+    """
+    image_crop = np.asarray(image_crop, dtype=np.float64)
+    known = np.asarray(known_mask, dtype=bool) & np.isfinite(image_crop)
+    values = image_crop[known & (image_crop != 0)]
+    if values.size < 32:
+        raise ValueError(
+            "Too little known tissue around the lesion to normalise intensities "
+            f"({values.size} voxels)."
+        )
+    zero = min(0.0, float(np.percentile(image_crop[known], 0.5)))
+    peak = _tissue_peak(values, tuple(percentiles))
+    if peak <= zero:
+        raise ValueError("The known tissue around the lesion has no positive intensity peak.")
+    return IntensityMap(
+        zero=zero, peak=peak, low=float(low), peak_value=float(peak_value), clip=tuple(clip)
+    )
+
+
+def build_condition(
+    x_norm: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor,
+    extras: tuple[np.ndarray | torch.Tensor, ...] | list = (),
+) -> torch.Tensor:
+    """Conditioning channels ``(2 + len(extras), *spatial)``: voided image b = x (1 - m), m, extras."""
+    x = torch.as_tensor(np.asarray(x_norm, dtype=np.float32))
+    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+    chans = [x * (1 - m), m] + [torch.as_tensor(np.asarray(e, dtype=np.float32)) for e in extras]
+    return torch.stack(chans, dim=0)
+
+
+def mirror_lr(volume: np.ndarray) -> np.ndarray:
+    """Left-right mirrored volume (axis 0), the contralateral context of Santorum et al."""
+    return np.ascontiguousarray(np.asarray(volume)[::-1])
+
+
+def extra_channels(
+    image: np.ndarray,
+    names: list[str] | tuple[str, ...],
+    extra_images: dict[str, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Full-volume extra conditioning images, in scanner units, in card order."""
+    out = []
+    for name in names:
+        if name == "mirror":
+            out.append(mirror_lr(image))
+        elif extra_images and name in extra_images:
+            out.append(np.asarray(extra_images[name], dtype=np.float32))
+        else:
+            raise ValueError(f"The model needs a {name!r} image as extra conditioning.")
+    return out
+
+
+# -- geometry -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Crop:
+    """A box of a volume grown to a multiple of ``divisor``, padded where it leaves the volume.
+
+    ``start``/``stop`` are the box inside the volume; ``pad`` the (before, after) zero
+    padding per axis that completes the divisible size.
+    """
+
+    start: tuple[int, int, int]
+    stop: tuple[int, int, int]
+    pad: tuple[tuple[int, int], ...] = field(default=((0, 0), (0, 0), (0, 0)))
+
+    @property
+    def slices(self) -> tuple[slice, ...]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(
+            b - a + p0 + p1 for a, b, (p0, p1) in zip(self.start, self.stop, self.pad, strict=True)
+        )
+
+    def extract(self, volume: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        """The crop of ``volume`` (padding with ``fill``)."""
+        return np.pad(np.asarray(volume)[self.slices], self.pad, constant_values=fill)
+
+    def inner(self, crop: np.ndarray) -> np.ndarray:
+        """The part of a crop-shaped array that lies inside the volume."""
+        return crop[
+            tuple(slice(p0, s - p1) for (p0, p1), s in zip(self.pad, crop.shape, strict=True))
+        ]
+
+    def paste(self, crop: np.ndarray, volume: np.ndarray) -> np.ndarray:
+        """Write a crop-shaped array back into (a copy of) ``volume``."""
+        out = np.array(volume, copy=True)
+        out[self.slices] = self.inner(crop)
+        return out
+
+
+def crop_around(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    vol_shape: tuple[int, ...],
+    min_size: tuple[int, ...],
+    divisor: tuple[int, ...],
+) -> Crop:
+    """Crop containing ``[lo, hi)``, at least ``min_size``, sizes a multiple of ``divisor``.
+
+    The box grows symmetrically inside the volume first (more real context) and is
+    zero-padded only where the volume is too small.
+    """
+    start, stop, pad = [], [], []
+    for a, b, n, mn, d in zip(lo, hi, vol_shape, min_size, divisor, strict=True):
+        a, b = max(0, int(a)), min(n, int(b))
+        want = max(b - a, mn)
+        want = -(-want // d) * d
+        grow = want - (b - a)
+        a2 = max(0, a - grow // 2)
+        b2 = min(n, a2 + want)
+        a2 = max(0, b2 - want)
+        missing = want - (b2 - a2)
+        start.append(a2)
+        stop.append(b2)
+        pad.append((missing // 2, missing - missing // 2))
+    return Crop(tuple(start), tuple(stop), tuple(pad))
+
+
+def lesion_crops(
+    mask: np.ndarray, margin: int, min_size: tuple[int, int, int], divisor: tuple[int, int, int]
+) -> list[Crop]:
+    """One crop per cluster of lesions: components whose margin boxes overlap are merged."""
+    mask = np.asarray(mask, dtype=bool)
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    boxes = []
+    for sl in ndimage.find_objects(labels):
+        lo = np.array([s.start for s in sl]) - margin
+        hi = np.array([s.stop for s in sl]) + margin
+        boxes.append((np.maximum(lo, 0), np.minimum(hi, mask.shape)))
+    merged = True
+    while merged:  # merge overlapping boxes until none overlap
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                (alo, ahi), (blo, bhi) = boxes[i], boxes[j]
+                if np.all(alo < bhi) and np.all(blo < ahi):
+                    boxes[i] = (np.minimum(alo, blo), np.maximum(ahi, bhi))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return [crop_around(lo, hi, mask.shape, min_size, divisor) for lo, hi in boxes]
+
+
+def volume_to_slices(volume: np.ndarray) -> np.ndarray:
+    """``(X, Y, Z)`` -> ``(Z, X, Y)``: axial slices first, for the slice models."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(volume), 2, 0))
+
+
+def slices_to_volume(slices: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`volume_to_slices`."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(slices), 0, 2))
+
+
+def z_windows(nz: int, window: int, overlap: int) -> list[int]:
+    """Start indices of windows of ``window`` slices covering ``range(nz)`` (nz >= window)."""
+    if nz < window:
+        raise ValueError(f"{nz} slices cannot hold a window of {window}.")
+    if not 0 <= overlap < window:
+        raise ValueError(f"window_overlap must be in 0..{window - 1}, got {overlap}.")
+    stride = window - overlap
+    starts = list(range(0, nz - window + 1, stride))
+    if starts[-1] != nz - window:
+        starts.append(nz - window)
+    return starts
+
+
+def blend_weights(window: int, overlap: int) -> np.ndarray:
+    """Per-slice weights of a window: 1 in the middle, linear ramps over the overlap."""
+    w = np.ones(window, dtype=np.float32)
+    ramp = np.arange(1, overlap + 1, dtype=np.float32) / (overlap + 1)
+    if overlap:
+        w[:overlap] = ramp
+        w[-overlap:] = ramp[::-1]
+    return w
+
+
+# -- training examples ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingExample:
+    """One training pair built exactly as inference builds its inputs.
+
+    ``x0`` is the target in the network's layout, ``condition`` the channels after x_t
+    (empty for unconditional models), ``mask`` the mask in the same layout as the image
+    (``(1, Z, H, W)`` or ``(1, X, Y, Z)`` for wdm3d, image space).
+    """
+
+    x0: torch.Tensor
+    condition: torch.Tensor
+    mask: torch.Tensor
+    intensity: IntensityMap
+
+
+def to_network(
+    arch: str, image_norm: np.ndarray, mask: np.ndarray, extras_norm: list[np.ndarray]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, condition) of a normalised crop in the network's layout (no batch axis)."""
+    if arch == "wdm3d":
+        x = torch.as_tensor(np.asarray(image_norm, np.float32))[None, None]
+        cond = build_condition(image_norm, mask, extras_norm)[None]
+        return dwt3d(x)[0], dwt3d(cond)[0]
+    x = torch.as_tensor(volume_to_slices(image_norm).astype(np.float32))[None]
+    cond = build_condition(
+        volume_to_slices(image_norm),
+        volume_to_slices(mask),
+        [volume_to_slices(e) for e in extras_norm],
+    )
+    return x, cond
+
+
+def make_training_example(
+    volume: np.ndarray,
+    mask: np.ndarray,
+    *,
+    arch: str,
+    config: dict[str, Any],
+    preprocessing: dict[str, Any],
+    rng: np.random.Generator,
+    extra_images: dict[str, np.ndarray] | None = None,
+) -> TrainingExample:
+    """Crop a patch around a random mask voxel and build (x0, condition) as inference does.
+
+    Args:
+        volume: healthy volume ``(X, Y, Z)`` in scanner units (the ground truth).
+        mask: synthetic lesion mask on the same grid (the region to inpaint).
+        arch: network architecture.
+        config: network config (``in_channels`` tells whether it is conditional).
+        preprocessing: the model card's "preprocessing" dict.
+        rng: random generator choosing the patch centre.
+        extra_images: images named in ``preprocessing["extras"]`` other than "mirror".
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if volume.shape != mask.shape:
+        raise ValueError(f"Volume {volume.shape} and mask {mask.shape} differ in shape.")
+    names = preprocessing.get("extras", [])
+    extras = extra_channels(volume, names, extra_images)
+    div = spatial_divisor(arch, config)
+    size = tuple(int(s) for s in preprocessing["patch_size"])
+    divisor = (div, div, div) if arch == "wdm3d" else (div, div, 1)
+    idx = np.argwhere(mask)
+    centre = idx[rng.integers(len(idx))] if len(idx) else np.array(volume.shape) // 2
+    lo = centre - np.array(size) // 2
+    crop = crop_around(lo, lo + np.array(size), volume.shape, size, divisor)
+    img_c, mask_c = crop.extract(volume), crop.extract(mask).astype(bool)
+    imap = fit_intensity_map(img_c, ~mask_c, **preprocessing["intensity"])
+    extras_n = normalise_extras(names, [crop.extract(e) for e in extras], imap, ~mask_c)
+    x0, cond = to_network(arch, imap.apply(img_c), mask_c.astype(np.float32), extras_n)
+    conditional = int(config["in_channels"]) > (8 if arch == "wdm3d" else 1)
+    if not conditional:
+        cond = cond[:0]
+    m = volume_to_slices(mask_c)[None] if arch != "wdm3d" else mask_c[None]
+    return TrainingExample(x0, cond, torch.as_tensor(m.astype(np.float32)), imap)
+
+
+def normalise_extras(
+    names: list[str] | tuple[str, ...],
+    crops: list[np.ndarray],
+    imap: IntensityMap,
+    known: np.ndarray,
+) -> list[np.ndarray]:
+    """Normalise extra channels: the mirrored T1w with the T1w's map, other contrasts
+    (FLAIR) with their own map fitted on the same known voxels."""
+    out = []
+    for name, crop in zip(names, crops, strict=True):
+        emap = imap if name == "mirror" else fit_intensity_map(crop, known)
+        out.append(emap.apply(crop))
+    return out

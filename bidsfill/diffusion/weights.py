@@ -1,0 +1,120 @@
+"""Weights as safetensors plus a JSON model card; loading never unpickles.
+
+The card records everything needed to rebuild and use the model (architecture and
+config, noise schedule, preprocessing) and what it was trained on, with the sha256 of
+the safetensors file so a swapped or corrupted file is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bidsfill.diffusion.networks import build_network
+
+__all__ = ["CARD_KEYS", "default_model_path", "file_sha256", "load_weights", "save_weights"]
+
+CARD_KEYS = (
+    "name",
+    "architecture",
+    "config",
+    "schedule",
+    "preprocessing",
+    "training",
+    "metrics",
+    "sha256",
+)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    base = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+
+def save_weights(model: torch.nn.Module, card: dict[str, Any], path: str | Path) -> Path:
+    """Write ``<name>.safetensors`` and its ``<name>.json`` card; return the weights path.
+
+    Args:
+        model: the network (built by :func:`build_network` from ``card["config"]``).
+        card: model card with at least "architecture", "config", "schedule" and
+            "preprocessing"; "sha256" is filled in here.
+        path: target path, with or without the ``.safetensors`` suffix.
+    """
+    for key in ("architecture", "config", "schedule", "preprocessing"):
+        if key not in card:
+            raise ValueError(f"The model card needs a {key!r} entry.")
+    st_path, card_path = _paths(path)
+    st_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(st_path), metadata={"architecture": str(card["architecture"])})
+    full = {"name": st_path.stem, "training": {}, "metrics": {}, **card}
+    full["sha256"] = file_sha256(st_path)
+    card_path.write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
+    return st_path
+
+
+def load_weights(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a model and its card, refusing files that do not match the card.
+
+    Raises:
+        ValueError: missing card or weights, sha256 mismatch, or state-dict keys/shapes
+            that do not fit the card's architecture and config.
+    """
+    st_path, card_path = _paths(path)
+    if not st_path.is_file():
+        raise ValueError(f"Model weights {st_path} do not exist.")
+    if not card_path.is_file():
+        raise ValueError(
+            f"Model weights {st_path} have no model card {card_path.name} beside them."
+        )
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"Model card {card_path} is not valid JSON ({err.msg}).") from None
+    digest = file_sha256(st_path)
+    if card.get("sha256") != digest:
+        raise ValueError(
+            f"Model weights {st_path.name} do not match the sha256 in their model card "
+            "(file changed or corrupted)."
+        )
+    try:
+        model = build_network(card["architecture"], **card.get("config", {}))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"Model card {card_path.name} describes no valid network: {err}") from None
+    state = load_file(str(st_path))  # safetensors: plain tensors, no pickle
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        diff = sorted(set(expected) ^ set(got)) or sorted(
+            k for k in expected if expected[k] != got[k]
+        )
+        raise ValueError(
+            f"Model weights {st_path.name} do not fit the architecture in their card "
+            f"(first mismatching tensor: {diff[0]})."
+        )
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model, card
+
+
+def default_model_path(method: str) -> Path | None:
+    """The shipped weights for a fill method, or None when none are bundled."""
+    path = Path(str(resources.files("bidsfill") / "data" / "models" / f"{method}.safetensors"))
+    return path if path.is_file() and path.with_suffix(".json").is_file() else None
