@@ -1,0 +1,315 @@
+"""Inpaint a whole scan with a diffusion model, one lesion cluster crop at a time.
+
+Each crop is normalised from its own known tissue, sampled (conditional DDIM/DDPM, or
+RePaint for unconditional models) and mapped back to scanner units. Slice models see
+overlapping z-windows that share one timestep per step; their outputs are blended into
+one crop-sized state before every sampler step, so windows never disagree. Only crops
+are ever on the device, and windows go through the network in batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from bidsfill.diffusion.networks import spatial_divisor
+from bidsfill.diffusion.prepare import (
+    Crop,
+    blend_weights,
+    extra_channels,
+    fit_intensity_map,
+    lesion_crops,
+    normalise_extras,
+    slices_to_volume,
+    to_network,
+    z_windows,
+)
+from bidsfill.diffusion.samplers import sample, sample_repaint
+from bidsfill.diffusion.schedules import NoiseSchedule
+from bidsfill.diffusion.wavelets import dwt3d, idwt3d
+
+__all__ = [
+    "InpaintOutput",
+    "feather_boundary",
+    "inpaint_volume",
+    "is_conditional",
+    "resolve_device",
+]
+
+LOGGER = logging.getLogger("bidsfill.diffusion")
+
+
+@dataclass(frozen=True)
+class InpaintOutput:
+    """Mean fill over samples, voxelwise std (None for one sample), and run facts."""
+
+    mean: np.ndarray
+    std: np.ndarray | None
+    crops: int
+    model_calls: int
+    steps: int
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto`` -> the first CUDA device if there is one, else CPU; validates cuda[:N]."""
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"Unknown device {device!r}; use auto, cpu or cuda[:N].") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"Device {device!r} was requested but no CUDA GPU is available.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"Device {device!r} does not exist ({torch.cuda.device_count()} GPUs)."
+            )
+    elif dev.type != "cpu":
+        raise ValueError(f"Unknown device {device!r}; use auto, cpu or cuda[:N].")
+    return dev
+
+
+def is_conditional(card: dict[str, Any]) -> bool:
+    """True when the network takes conditioning channels after x_t."""
+    per_image = 8 if card["architecture"] == "wdm3d" else 1
+    return int(card["config"]["in_channels"]) > per_image
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _slice_model_fn(
+    net: torch.nn.Module,
+    cond: torch.Tensor | None,
+    window: int,
+    overlap: int,
+    batch: int,
+    device: torch.device,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Crop-level model callable for slice networks: windows in batches, blended outputs."""
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        nz = x.shape[2]
+        starts = z_windows(nz, window, overlap)
+        w = torch.as_tensor(blend_weights(window, overlap), device=device).view(1, 1, -1, 1, 1)
+        out = torch.zeros_like(x)
+        norm = torch.zeros((1, 1, nz, 1, 1), device=device, dtype=x.dtype)
+        inp = x if cond is None else torch.cat([x, cond], dim=1)
+        for b0 in range(0, len(starts), batch):
+            group = starts[b0 : b0 + batch]
+            stack = torch.cat([inp[:, :, s : s + window] for s in group], dim=0)
+            with _autocast(device):
+                res = net(stack, t[:1].repeat(len(group))).float()
+            for k, s in enumerate(group):
+                out[:, :, s : s + window] += res[k : k + 1] * w
+                norm[:, :, s : s + window] += w
+        return out / norm
+
+    return fn
+
+
+def _volume_model_fn(
+    net: torch.nn.Module, cond: torch.Tensor | None, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        inp = x if cond is None else torch.cat([x, cond], dim=1)
+        with _autocast(device):
+            return net(inp, t).float()
+
+    return fn
+
+
+def feather_boundary(image: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Blend the first voxel layer inside the mask halfway toward its known neighbours' mean."""
+    mask = np.asarray(mask, dtype=bool)
+    layer = mask & ~ndimage.binary_erosion(mask, structure=np.ones((3, 3, 3)))
+    known = (~mask).astype(np.float32)
+    kernel = np.ones((3, 3, 3), dtype=np.float32)
+    num = ndimage.convolve(np.where(mask, 0, image).astype(np.float32), kernel, mode="constant")
+    den = ndimage.convolve(known, kernel, mode="constant")
+    out = np.array(filled, dtype=np.float32, copy=True)
+    has = layer & (den > 0)
+    out[has] = 0.5 * filled[has] + 0.5 * num[has] / den[has]
+    return out
+
+
+def _sample_crop(
+    net: torch.nn.Module,
+    card: dict[str, Any],
+    schedule: NoiseSchedule,
+    x_norm: np.ndarray,
+    mask_c: np.ndarray,
+    extras_n: list[np.ndarray],
+    *,
+    sampler: str,
+    steps: int,
+    eta: float,
+    jump_length: int,
+    jump_n_sample: int,
+    generator: torch.Generator,
+    device: torch.device,
+    window_batch: int,
+) -> tuple[np.ndarray, int]:
+    """One sample of a normalised crop; returns the crop in model units and model calls."""
+    arch = card["architecture"]
+    pre = card["preprocessing"]
+    clip = tuple(pre["intensity"]["clip"])
+    conditional = is_conditional(card)
+    x0, cond = to_network(arch, x_norm, mask_c.astype(np.float32), extras_n)
+    x0, cond = x0[None].to(device), cond[None].to(device)
+    cond_in = cond if conditional else None
+    if arch == "wdm3d":
+        fn = _volume_model_fn(net, cond_in, device)
+        # Sub-band coefficients of a [-1.5, 1.5] image lie within 2 * sqrt(8) * 1.5 in magnitude.
+        clip = None
+    else:
+        fn = _slice_model_fn(
+            net, cond_in, int(pre["window"]), int(pre["window_overlap"]), window_batch, device
+        )
+    if conditional:
+        res = sample(
+            fn, schedule, tuple(x0.shape), sampler=sampler, steps=steps, eta=eta,
+            generator=generator, device=device, clip=clip,
+        )  # fmt: skip
+        out = res.sample
+    else:
+        ddpm = sampler == "ddpm"
+        known_mask = 1.0 - cond[:, 1:2]  # the mask channel, in the model's layout
+        if arch == "wdm3d":
+            shape = x_norm.shape
+            img = torch.as_tensor(x_norm[None, None], device=device)
+            kmask = torch.as_tensor((~mask_c)[None, None].astype(np.float32), device=device)
+            res = sample_repaint(
+                fn, schedule, img, kmask,
+                steps=schedule.num_train_timesteps if ddpm else steps,
+                generator=generator, jump_length=jump_length, jump_n_sample=jump_n_sample,
+                eta=1.0 if ddpm else eta, clip=None,
+                to_model=dwt3d, from_model=lambda v: idwt3d(v, shape),
+            )  # fmt: skip
+            return res.sample[0, 0].float().cpu().numpy(), res.model_calls
+        res = sample_repaint(
+            fn, schedule, x0, known_mask,
+            steps=schedule.num_train_timesteps if ddpm else steps,
+            generator=generator, jump_length=jump_length, jump_n_sample=jump_n_sample,
+            eta=1.0 if ddpm else eta, clip=clip,
+        )  # fmt: skip
+        out = res.sample
+    out = out.float()
+    if arch == "wdm3d":
+        vol = idwt3d(out, x_norm.shape)[0, 0].cpu().numpy()
+    else:
+        vol = slices_to_volume(out[0, 0].cpu().numpy())
+    return vol, res.model_calls
+
+
+def inpaint_volume(
+    image: np.ndarray,
+    mask: np.ndarray,
+    net: torch.nn.Module,
+    card: dict[str, Any],
+    *,
+    sampler: str = "ddim",
+    steps: int = 25,
+    eta: float = 0.0,
+    n_samples: int = 1,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    jump_length: int = 5,
+    jump_n_sample: int = 2,
+    extra_images: dict[str, np.ndarray] | None = None,
+    feather: bool = False,
+    window_batch: int = 8,
+) -> InpaintOutput:
+    """Fill ``mask`` in ``image`` (scanner units) with a loaded diffusion model.
+
+    Args:
+        image: ``(X, Y, Z)`` volume, Z axial.
+        mask: boolean lesion mask on the same grid.
+        net: network from :func:`bidsfill.diffusion.weights.load_weights`, on ``device``.
+        card: its model card.
+        sampler: "ddim" (``steps`` model calls) or "ddpm" (all T training steps).
+        steps: K for DDIM and RePaint-on-DDIM.
+        eta: DDIM stochasticity (0 = deterministic given the initial noise).
+        n_samples: independent fills averaged into the mean; their std is returned.
+        seed: seed of the torch generator; same seed, same device -> same output.
+        device: where the network runs.
+        jump_length, jump_n_sample: RePaint resampling (unconditional models only).
+        extra_images: extra conditioning contrasts named in the card (e.g. "flair").
+        feather: blend the first layer inside the mask toward its known neighbours.
+        window_batch: z-windows per network call (memory bound for slice models).
+
+    Returns:
+        The mean fill and the std (``n_samples > 1``), both shaped like ``image``, with
+        values outside the mask equal to the input.
+    """
+    device = torch.device(device)
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    arch = card["architecture"]
+    pre = card["preprocessing"]
+    schedule = NoiseSchedule.from_dict(card["schedule"])
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+    div = spatial_divisor(arch, card["config"])
+    if arch == "wdm3d":
+        divisor, min_size = (div, div, div), (div, div, div)
+    else:
+        window = int(pre["window"])
+        divisor, min_size = (div, div, 1), (div, div, window)
+    crops: list[Crop] = lesion_crops(mask, int(pre["margin"]), min_size, divisor)
+    names = list(pre.get("extras", []))
+    extras_full = extra_channels(image, names, extra_images)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    total = np.zeros(image.shape, dtype=np.float64)
+    total_sq = np.zeros(image.shape, dtype=np.float64)
+    claimed = np.zeros(image.shape, dtype=bool)
+    calls = 0
+    net.eval()
+    for crop in crops:
+        img_c = crop.extract(image)
+        mask_c = crop.extract(mask).astype(bool)
+        inside = crop.extract(np.ones(image.shape, dtype=bool)).astype(bool)
+        imap = fit_intensity_map(img_c, ~mask_c & inside, **pre["intensity"])
+        x_norm = imap.apply(img_c)
+        extras_n = normalise_extras(
+            names, [crop.extract(e) for e in extras_full], imap, ~mask_c & inside
+        )
+        sl = crop.slices
+        # Grown crops may overlap; each lesion voxel takes the values of one crop only.
+        own = mask[sl] & ~claimed[sl]
+        claimed[sl] |= own
+        for _ in range(n_samples):
+            with torch.inference_mode():
+                vol, k = _sample_crop(
+                    net, card, schedule, x_norm, mask_c, extras_n,
+                    sampler=sampler, steps=steps, eta=eta, jump_length=jump_length,
+                    jump_n_sample=jump_n_sample, generator=generator, device=device,
+                    window_batch=window_batch,
+                )  # fmt: skip
+            calls += k
+            filled = crop.inner(imap.inverse(vol)).astype(np.float64)
+            total[sl][own] += filled[own]
+            total_sq[sl][own] += filled[own] ** 2
+    mean = total / n_samples
+    out = np.where(mask, mean, image).astype(np.float32)
+    if feather:
+        out = np.where(mask, feather_boundary(image, out, mask), image).astype(np.float32)
+    std = None
+    if n_samples > 1:
+        var = np.maximum(total_sq / n_samples - mean**2, 0.0) * n_samples / (n_samples - 1)
+        std = np.where(mask, np.sqrt(var), 0.0).astype(np.float32)
+    used_steps = schedule.num_train_timesteps if sampler == "ddpm" else steps
+    return InpaintOutput(out, std, len(crops), calls, used_steps)
