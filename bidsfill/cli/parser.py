@@ -1,0 +1,171 @@
+"""The ``bidsfill`` command line, in fMRIPrep's spelling.
+
+Validators are small functions bound to the parser and passed as ``type=``, so a bad
+value ends in one ``parser.error`` sentence with exit code 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+from bidsfill import __version__
+from bidsfill.cli.exit_codes import ExitCode
+
+__all__ = ["build_parser", "ANALYSIS_LEVELS"]
+
+ANALYSIS_LEVELS = ("participant", "group")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # BIDS Apps use 64 for usage errors, not argparse's 2
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
+
+
+def _path_exists(value: str, parser: argparse.ArgumentParser) -> Path:
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise parser.error(f"Path does not exist: {value}.")
+    return path.resolve()
+
+
+def _positive_int(value: str, parser: argparse.ArgumentParser) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise parser.error(f"{value!r} is not an integer.") from None
+    if number < 1:
+        raise parser.error(f"{value!r} must be at least 1.")
+    return number
+
+
+def _nonneg_int(value: str, parser: argparse.ArgumentParser) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise parser.error(f"{value!r} is not an integer.") from None
+    if number < 0:
+        raise parser.error(f"{value!r} must not be negative.")
+    return number
+
+
+def _memory_gb(value: str, parser: argparse.ArgumentParser) -> float:
+    """Accept ``8``, ``8G``, ``8GB``, ``8000M``, as fMRIPrep does."""
+    text = value.strip().upper().rstrip("B")
+    scale = 1.0
+    if text.endswith("G"):
+        text = text[:-1]
+    elif text.endswith("M"):
+        text, scale = text[:-1], 1 / 1024
+    elif text.endswith("T"):
+        text, scale = text[:-1], 1024.0
+    try:
+        return float(text) * scale
+    except ValueError:
+        raise parser.error(f"Cannot read {value!r} as an amount of memory.") from None
+
+
+def _bids_filter(value: str, parser: argparse.ArgumentParser) -> Path:
+    path = _path_exists(value, parser)
+    try:
+        json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise parser.error(f"The BIDS filter file {value} is not valid JSON ({err}).") from None
+    return path
+
+
+def _label(value: str) -> str:
+    return value.removeprefix("sub-").removeprefix("ses-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bidsfill.fill import available_methods
+
+    parser = _Parser(
+        prog="bidsfill",
+        description="bidsfill: fill brain lesions in T1w images of a BIDS dataset with "
+        "healthy-looking tissue and write a BIDS-Derivatives dataset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    exists = partial(_path_exists, parser=parser)
+    positive = partial(_positive_int, parser=parser)
+    nonneg = partial(_nonneg_int, parser=parser)
+
+    parser.add_argument("bids_dir", type=exists, help="the input BIDS dataset (read only)")
+    parser.add_argument("output_dir", type=Path, help="where the derivatives dataset is written")
+    parser.add_argument(
+        "analysis_level",
+        help="'participant' fills each subject; 'group' summarises the output dataset",
+    )
+    parser.add_argument("--version", action="version", version=f"bidsfill {__version__}")
+
+    g_bids = parser.add_argument_group("Options for filtering the BIDS dataset")
+    g_bids.add_argument(
+        "--participant-label", "--participant_label", nargs="+", type=_label, default=[],
+        metavar="LABEL", help="subjects to process (the 'sub-' prefix is optional)",
+    )  # fmt: skip
+    g_bids.add_argument(
+        "--session-label", "--session_label", nargs="+", type=_label, default=[],
+        metavar="LABEL", help="sessions to process (the 'ses-' prefix is optional)",
+    )  # fmt: skip
+    g_bids.add_argument(
+        "--bids-filter-file", type=partial(_bids_filter, parser=parser), metavar="FILE",
+        help="JSON with pybids filters for the 't1w', 'roi', 'flair' and 't2w' queries",
+    )  # fmt: skip
+    g_bids.add_argument(
+        "--derivatives", nargs="+", type=exists, default=[], metavar="PATH",
+        help="derivatives datasets holding <entities>_label-lesion_mask or _desc-lesion_mask",
+    )  # fmt: skip
+    g_bids.add_argument(
+        "--skip-bids-validation", "--skip_bids_validation", action="store_true",
+        help="do not validate the input dataset",
+    )  # fmt: skip
+
+    g_fill = parser.add_argument_group("Options for filling")
+    g_fill.add_argument(
+        "--method", default="nawm", choices=available_methods(),
+        help="fill method: classical (nawm, ring, nonlocal, fsl) or diffusion",
+    )  # fmt: skip
+    g_fill.add_argument("--seed", type=nonneg, default=0, help="seed of every random draw")
+    g_fill.add_argument(
+        "--dilate", type=nonneg, default=0, metavar="N",
+        help="grow the lesion mask by N voxels before filling",
+    )  # fmt: skip
+    g_fill.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim",
+                        help="diffusion sampler")  # fmt: skip
+    g_fill.add_argument("--steps", type=positive, default=None,
+                        help="diffusion sampling steps (default: the model's)")  # fmt: skip
+    g_fill.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    g_fill.add_argument("--n-samples", type=positive, default=1, metavar="N",
+                        help="average N diffusion fills and write their standard deviation")  # fmt: skip
+    g_fill.add_argument("--model", type=exists, default=None, metavar="FILE",
+                        help="diffusion weights (.safetensors with its .json card)")  # fmt: skip
+    g_fill.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="auto, cpu, cuda or cuda:N")  # fmt: skip
+
+    g_perf = parser.add_argument_group("Options to handle performance")
+    g_perf.add_argument("--nprocs", "--n-cpus", "--nthreads", type=positive, default=None,
+                        help="processes Nipype may run at once (default: all CPUs)")  # fmt: skip
+    g_perf.add_argument("--omp-nthreads", type=positive, default=None,
+                        help="threads per process (default: min(8, nprocs))")  # fmt: skip
+    g_perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=partial(_memory_gb, parser=parser),
+                        default=None, help="memory limit, e.g. 8GB")  # fmt: skip
+    g_perf.add_argument("--gpus", type=nonneg, default=1, metavar="N",
+                        help="GPU fills that may run at once (Nipype n_gpu_procs)")  # fmt: skip
+    g_perf.add_argument("--use-plugin", type=exists, default=None, metavar="FILE",
+                        help="Nipype plugin configuration (YAML: plugin, plugin_args)")  # fmt: skip
+
+    g_other = parser.add_argument_group("Other options")
+    g_other.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
+                         help="working directory; rerunning with the same one resumes")  # fmt: skip
+    g_other.add_argument("--stop-on-first-crash", action="store_true",
+                         help="stop at the first crashed node")  # fmt: skip
+    g_other.add_argument("--reports-only", action="store_true",
+                         help="only rebuild the reports from existing outputs")  # fmt: skip
+    g_other.add_argument("-v", "--verbose", dest="verbose_count", action="count", default=0,
+                         help="more messages (-vv for debug)")  # fmt: skip
+    return parser

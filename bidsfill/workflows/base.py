@@ -1,0 +1,281 @@
+"""Nipype workflows: the whole run, one subject, one T1w run.
+
+Only :func:`init_bidsfill_wf` reads the config; the builders below it take explicit
+keyword arguments, so a test can build any of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nipype.interfaces.utility import IdentityInterface, Merge
+from nipype.pipeline import engine as pe
+
+from bidsfill.bids.discovery import RunInputs
+from bidsfill.interfaces.bids import WriteRunDerivatives
+from bidsfill.interfaces.fill import FillLesions
+from bidsfill.interfaces.masks import AlignLesionMask
+from bidsfill.interfaces.report import SubjectReport
+from bidsfill.interfaces.segment import BrainMask, SegmentTissues
+
+__all__ = [
+    "CLASSICAL_METHODS",
+    "init_bidsfill_wf",
+    "init_fill_run_wf",
+    "init_single_subject_wf",
+    "method_uses_gpu",
+]
+
+CLASSICAL_METHODS = ("nawm", "ring", "nonlocal", "fsl")
+_DESC = {
+    "nawm": "Lesions were filled with the normal-appearing white matter of a ring around "
+    "each lesion, as in FSL's lesion_filling (Battaglini et al. 2012).",
+    "ring": "Lesions were filled with random draws from the brighter voxels of a dilated "
+    "ring around each lesion, as ANTs' LesionFilling does.",
+    "nonlocal": "Lesions were filled from their border inwards with a patch-based non-local "
+    "means estimate (after Guizard et al. 2015 and Prados et al. 2016).",
+    "fsl": "Lesions were filled with FSL's lesion_filling (Battaglini et al. 2012).",
+}
+
+
+def method_uses_gpu(method: str, device: str) -> bool:
+    """Whether the fill node of ``method`` will run on a GPU."""
+    if method in CLASSICAL_METHODS:
+        return False
+    if device.startswith("cuda"):
+        return True
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def init_fill_run_wf(
+    *,
+    run: RunInputs,
+    bids_dir: Path,
+    output_dir: Path,
+    method: str,
+    seed: int,
+    dilate: int = 0,
+    fill_params: dict[str, Any] | None = None,
+    use_gpu: bool = False,
+    omp_nthreads: int = 1,
+    name: str = "fill_run_wf",
+):
+    """Fill the lesions of one T1w, segment it before and after, write derivatives.
+
+    Parameters
+    ----------
+    run
+        The T1w with its mask and same-session FLAIR/T2w (from discovery).
+    bids_dir, output_dir
+        Raw dataset and derivatives dataset.
+    method
+        Registered fill method; ``seed`` seeds every random draw.
+    dilate
+        Grow the mask by this many voxels first.
+    fill_params
+        Extra method parameters (diffusion: sampler, steps, n_samples, model, device).
+    use_gpu
+        Mark the fill node as a GPU node (MultiProc counts ``n_gpu_procs``).
+
+    Inputs
+    ------
+    t1w, mask, references, reference_suffixes
+
+    Outputs
+    -------
+    summary
+        JSON summary of the run (used by the subject report).
+    """
+    workflow = pe.Workflow(name=name)
+    workflow.__desc__ = _DESC.get(method, f"Lesions were filled with the `{method}` method.")
+    inputnode = pe.Node(
+        IdentityInterface(fields=["t1w", "mask", "references", "reference_suffixes"]),
+        name="inputnode",
+    )
+    inputnode.inputs.t1w = str(run.t1w)
+    inputnode.inputs.mask = str(run.mask)
+    refs = [(s, p) for s, p in (("FLAIR", run.flair), ("T2w", run.t2w)) if p is not None]
+    inputnode.inputs.references = [str(p) for _, p in refs]
+    inputnode.inputs.reference_suffixes = [s for s, _ in refs]
+    outputnode = pe.Node(IdentityInterface(fields=["summary", "out_files"]), name="outputnode")
+
+    align = pe.Node(AlignLesionMask(dilate=dilate, seed=seed), name="align_mask", mem_gb=1)
+    brain_mask = pe.Node(BrainMask(), name="brain_mask", mem_gb=1)
+    fill = pe.Node(
+        FillLesions(
+            method=method,
+            seed=seed,
+            params=fill_params or {},
+            use_gpu=use_gpu,
+            omp_nthreads=omp_nthreads,
+        ),
+        name="fill",
+        mem_gb=4 if method not in CLASSICAL_METHODS else 1,
+        n_procs=omp_nthreads,
+    )
+    seg_orig = pe.Node(
+        SegmentTissues(seed=seed, omp_nthreads=omp_nthreads),
+        name="seg_orig",
+        mem_gb=1,
+        n_procs=omp_nthreads,
+    )
+    seg_filled = pe.Node(
+        SegmentTissues(seed=seed, omp_nthreads=omp_nthreads),
+        name="seg_filled",
+        mem_gb=1,
+        n_procs=omp_nthreads,
+    )
+    ds_run = pe.Node(
+        WriteRunDerivatives(
+            output_dir=str(output_dir),
+            bids_dir=str(bids_dir),
+            mask_origin=run.mask_source,
+        ),
+        name="ds_run",
+        overwrite=True,  # always (re)write outputs, even when the work dir is cached
+        run_without_submitting=True,
+    )
+    workflow.connect([
+        (inputnode, align, [("t1w", "t1w"), ("mask", "mask"), ("references", "references"),
+                            ("reference_suffixes", "reference_suffixes")]),
+        (inputnode, brain_mask, [("t1w", "in_file")]),
+        (inputnode, fill, [("t1w", "t1w")]),
+        (align, fill, [("out_mask", "mask")]),
+        (inputnode, seg_orig, [("t1w", "in_file")]),
+        (brain_mask, seg_orig, [("out_mask", "brain_mask")]),
+        (fill, seg_filled, [("out_file", "in_file")]),
+        (brain_mask, seg_filled, [("out_mask", "brain_mask")]),
+        (inputnode, ds_run, [("t1w", "source_file"), ("mask", "mask_source")]),
+        (align, ds_run, [("out_mask", "mask"), ("out_info", "mask_info")]),
+        (fill, ds_run, [("out_file", "filled"), ("out_std", "fill_std"),
+                        ("out_info", "fill_info")]),
+        (brain_mask, ds_run, [("skull_stripped", "skull_stripped")]),
+        (seg_orig, ds_run, [("out_dseg", "dseg_orig"), ("out_probseg", "probseg_orig"),
+                            ("out_info", "seg_info_orig")]),
+        (seg_filled, ds_run, [("out_dseg", "dseg_filled"), ("out_probseg", "probseg_filled"),
+                              ("out_info", "seg_info_filled")]),
+        (ds_run, outputnode, [("out_summary", "summary"), ("out_files", "out_files")]),
+    ])  # fmt:skip
+    return workflow
+
+
+def init_single_subject_wf(
+    *,
+    subject: str,
+    runs: list[RunInputs],
+    bids_dir: Path,
+    output_dir: Path,
+    log_dir: Path,
+    method: str,
+    seed: int,
+    dilate: int = 0,
+    fill_params: dict[str, Any] | None = None,
+    use_gpu: bool = False,
+    omp_nthreads: int = 1,
+    warnings: list[str] | None = None,
+    config_file: Path | None = None,
+    name: str | None = None,
+):
+    """All T1w runs of one subject, then the subject's report.
+
+    Parameters
+    ----------
+    subject
+        Label without ``sub-``.
+    runs
+        The subject's T1w runs that have a mask.
+    log_dir
+        ``<output_dir>/sub-<subject>/log/<run_uuid>``: crash files and the config.
+    warnings
+        Discovery warnings shown in the report.
+    """
+    workflow = pe.Workflow(name=name or f"sub_{subject}_wf")
+    workflow.config["execution"] = {
+        "crashdump_dir": str(log_dir),
+        "crashfile_format": "txt",
+    }
+    merge = pe.Node(Merge(len(runs)), name="merge_summaries", run_without_submitting=True)
+    report = pe.Node(
+        SubjectReport(
+            subject=subject,
+            output_dir=str(output_dir),
+            warnings=list(warnings or []),
+            log_dir=str(log_dir),
+            config_file=str(config_file) if config_file else "",
+        ),
+        name="report",
+        overwrite=True,
+        run_without_submitting=True,
+    )
+    for i, run in enumerate(runs):
+        run_wf = init_fill_run_wf(
+            run=run,
+            bids_dir=bids_dir,
+            output_dir=output_dir,
+            method=method,
+            seed=seed,
+            dilate=dilate,
+            fill_params=fill_params,
+            use_gpu=use_gpu,
+            omp_nthreads=omp_nthreads,
+            name=f"fill_{run.key}_wf",
+        )
+        workflow.connect(run_wf, "outputnode.summary", merge, f"in{i + 1}")
+    workflow.connect(merge, "out", report, "summaries")
+    return workflow
+
+
+def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
+    """The whole participant-level run, built from the config.
+
+    One sub-workflow per subject, each with one sub-workflow per T1w run.
+    """
+    from bidsfill.cli import config
+
+    workflow = pe.Workflow(name="bidsfill_wf")
+    workflow.base_dir = str(config.execution.work_dir)
+    fill_params: dict[str, Any] = {}
+    if config.workflow.method not in CLASSICAL_METHODS:
+        fill_params = {
+            "sampler": config.workflow.sampler,
+            "n_samples": config.workflow.n_samples,
+            "eta": config.workflow.eta,
+            "device": config.workflow.device,
+        }
+        if config.workflow.steps:
+            fill_params["steps"] = config.workflow.steps
+        if config.workflow.model:
+            fill_params["model"] = str(config.workflow.model)
+    use_gpu = method_uses_gpu(config.workflow.method, config.workflow.device)
+    by_subject: dict[str, list[RunInputs]] = {}
+    for run in runs:
+        if run.mask is not None:
+            by_subject.setdefault(run.subject, []).append(run)
+    for subject, subject_runs in sorted(by_subject.items()):
+        log_dir = (
+            Path(config.execution.output_dir) / f"sub-{subject}" / "log" / config.execution.run_uuid
+        )
+        subject_warnings = [w for w in (warnings or []) if f"sub-{subject}_" in w]
+        workflow.add_nodes([
+            init_single_subject_wf(
+                subject=subject,
+                runs=subject_runs,
+                bids_dir=Path(config.execution.bids_dir),
+                output_dir=Path(config.execution.output_dir),
+                log_dir=log_dir,
+                method=config.workflow.method,
+                seed=config.seeds.master,
+                dilate=config.workflow.dilate,
+                fill_params=fill_params,
+                use_gpu=use_gpu,
+                omp_nthreads=config.nipype.omp_nthreads,
+                warnings=subject_warnings,
+                config_file=log_dir / "bidsfill.toml",
+            )
+        ])  # fmt:skip
+    return workflow
