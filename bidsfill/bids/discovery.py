@@ -71,11 +71,37 @@ def load_layout(bids_dir: Path, *, validate: bool, database_path: Path | None = 
             ExitCode.INVALID_DATASET,
         )
     try:
-        return BIDSLayout(str(bids_dir), validate=validate, derivatives=False)
+        # pybids' validating indexer drops fMRIPrep's `_label-lesion_roi` masks, so index
+        # everything and validate the files bidsfill reads with the BIDS validator.
+        layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
     except (BIDSValidationError, ValueError) as err:
         raise BidsfillExit(
             f"{bids_dir} is not a valid BIDS dataset ({err}).", ExitCode.INVALID_DATASET
         ) from None
+    if validate:
+        _validate(layout)
+    return layout
+
+
+def _validate(layout: BIDSLayout) -> None:
+    from bids_validator import BIDSValidator
+
+    description = json.loads((Path(layout.root) / "dataset_description.json").read_text())
+    missing = [k for k in ("Name", "BIDSVersion") if k not in description]
+    if missing:
+        raise BidsfillExit(
+            f"{layout.root}/dataset_description.json lacks {', '.join(missing)}.",
+            ExitCode.INVALID_DATASET,
+        )
+    validator = BIDSValidator()
+    for f in layout.get(suffix=["T1w", "FLAIR", "T2w"], extension=_NIFTI, return_type="filename"):
+        rel = "/" + Path(f).relative_to(layout.root).as_posix()
+        if not validator.is_bids(rel):
+            raise BidsfillExit(
+                f"{rel.lstrip('/')} is not a valid BIDS file name (use "
+                "--skip-bids-validation to proceed anyway).",
+                ExitCode.INVALID_DATASET,
+            )
 
 
 def _derivative_layout(path: Path) -> BIDSLayout:
@@ -117,7 +143,12 @@ def _best(cands: list[tuple[Path, str, dict[str, Any]]], target: dict[str, Any])
 
 
 def _query(layout: BIDSLayout, subject: str, session: str | None, **filters: Any) -> list:
-    query: dict[str, Any] = {"subject": subject, "extension": _NIFTI, "return_type": "object"}
+    query: dict[str, Any] = {
+        "subject": subject,
+        "extension": _NIFTI,
+        "return_type": "object",
+        "invalid_filters": "allow",
+    }
     query["session"] = session if session is not None else None
     query.update(filters)
     if session is None:
@@ -174,10 +205,10 @@ def discover(
         ents = t1w.get_entities()
         subject, session = ents["subject"], ents.get("session")
         cands: list[tuple[Path, str, dict[str, Any]]] = []
-        for f in _query(
-            layout, subject, session, suffix="roi", label="lesion", **filters.get("roi", {})
-        ):
-            cands.append((Path(f.path), "raw", f.get_entities()))
+        # pybids' raw config has no `label` entity: select `_label-lesion_` by name.
+        for f in _query(layout, subject, session, suffix="roi", **filters.get("roi", {})):
+            if "_label-lesion_" in Path(f.path).name:
+                cands.append((Path(f.path), "raw", f.get_entities()))
         for root, dlayout in deriv_layouts:
             found = _query(dlayout, subject, session, suffix="mask", label="lesion")
             found += _query(dlayout, subject, session, suffix="mask", desc="lesion")

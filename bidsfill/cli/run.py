@@ -103,6 +103,7 @@ def _set_config(opts, argv: list[str]) -> None:
 
 def _preflight(runs) -> list[str]:
     """Read every input once so bad files stop the run before any node starts."""
+    from bidsfill.io.align import check_placeable
     from bidsfill.io.nifti import InputError, load_image, load_mask
 
     notes = []
@@ -110,11 +111,14 @@ def _preflight(runs) -> list[str]:
         if run.mask is None:
             continue
         try:
-            load_image(run.t1w)
+            t1w = load_image(run.t1w)
             mask, warnings = load_mask(run.mask)
-            for ref, what in ((run.flair, "FLAIR image"), (run.t2w, "T2w image")):
-                if ref is not None:
-                    load_image(ref, what=what)
+            refs = [
+                load_image(ref, what=what).img
+                for ref, what in ((run.flair, "FLAIR image"), (run.t2w, "T2w image"))
+                if ref is not None
+            ]
+            check_placeable(t1w.img, mask.img, refs)
         except InputError as err:
             raise BidsfillExit(str(err), ExitCode.INVALID_DATASET) from None
         notes += warnings

@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from bidsfill.io.nifti import InputError, LoadedImage
 
-__all__ = ["AlignedMask", "align_mask", "dilate_mask", "same_grid"]
+__all__ = ["AlignedMask", "align_mask", "check_placeable", "dilate_mask", "same_grid"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,20 @@ def _register_mask(
             fixed, lesion, transformlist=affine["fwdtransforms"], interpolator="nearestNeighbor"
         )
         return warped.numpy() > 0.5
+
+
+def check_placeable(
+    t1w: nib.Nifti1Image, mask: nib.Nifti1Image, references: list[nib.Nifti1Image] = ()
+) -> None:
+    """Raise InputError now if :func:`align_mask` would refuse this mask later."""
+    if same_grid(mask, t1w) or any(same_grid(mask, ref) for ref in references):
+        return
+    if not _world_overlap(mask, t1w):
+        raise InputError(
+            f"The lesion mask {Path(mask.get_filename() or 'mask').name} does not overlap "
+            f"{Path(t1w.get_filename() or 'the T1w').name} in world coordinates, so it cannot "
+            "be placed on the T1w."
+        )
 
 
 def align_mask(

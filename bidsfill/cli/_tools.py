@@ -1,0 +1,24 @@
+"""Shared bits of the small helper commands (bidsfill-demo, -simulate, -evaluate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bidsfill.cli.exit_codes import ExitCode
+
+__all__ = ["ToolParser", "fail"]
+
+
+class ToolParser(argparse.ArgumentParser):
+    """argparse with the BIDS Apps usage code (64) instead of argparse's 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
+
+
+def fail(prog: str, message: str, code: ExitCode) -> int:
+    """Print one sentence to stderr and return ``code`` (for ``return fail(...)``)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return int(code)
