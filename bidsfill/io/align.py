@@ -80,16 +80,23 @@ def _register_mask(
         fixed_cfm = ants.apply_transforms(
             fixed, moving_cfm, transformlist=[], interpolator="nearestNeighbor", defaultvalue=1
         )
-        rigid = ants.registration(
-            fixed, moving, type_of_transform="Rigid", mask=fixed_cfm, moving_mask=moving_cfm
-        )
+        # Dense metric sampling: with antspyx's default 20 % random sampling a small
+        # image can fall into a wrong optimum for some seeds; dense sampling cannot.
+        settings = {
+            "mask": fixed_cfm,
+            "moving_mask": moving_cfm,
+            "aff_random_sampling_rate": 1.0,
+            "aff_shrink_factors": (4, 2, 1),
+            "aff_smoothing_sigmas": (2, 1, 0),
+            "aff_iterations": (1000, 500, 250),
+        }
+        rigid = ants.registration(fixed, moving, type_of_transform="Rigid", **settings)
         affine = ants.registration(
             fixed,
             moving,
             type_of_transform="Affine",
             initial_transform=rigid["fwdtransforms"][0],
-            mask=fixed_cfm,
-            moving_mask=moving_cfm,
+            **settings,
         )
         warped = ants.apply_transforms(
             fixed, lesion, transformlist=affine["fwdtransforms"], interpolator="nearestNeighbor"
