@@ -27,7 +27,7 @@ class _FillLesionsInputSpec(BaseInterfaceInputSpec):
     use_gpu = traits.Bool(
         False, usedefault=True, desc="this node runs on a GPU (counted by MultiProc's GPU slots)"
     )
-    omp_nthreads = traits.Int(1, usedefault=True, desc="CPU threads")
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="CPU threads")
 
 
 class _FillLesionsOutputSpec(TraitedSpec):

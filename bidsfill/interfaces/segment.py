@@ -51,7 +51,7 @@ class _SegmentTissuesInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="T1w image (original or filled)")
     brain_mask = File(exists=True, desc="brain mask")
     seed = traits.Int(0, usedefault=True, desc="segmentation seed")
-    omp_nthreads = traits.Int(1, usedefault=True, desc="threads")
+    omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="threads")
 
 
 class _SegmentTissuesOutputSpec(TraitedSpec):
