@@ -1,0 +1,133 @@
+"""Preparation: intensity map inverse and robustness, crop/window/paste-back round trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bidsfill.diffusion.prepare import (
+    IntensityMap,
+    blend_weights,
+    crop_around,
+    default_preprocessing,
+    fit_intensity_map,
+    lesion_crops,
+    make_training_example,
+    slices_to_volume,
+    to_network,
+    volume_to_slices,
+    z_windows,
+)
+
+
+def _tissue(rng, shape=(24, 24, 16)):
+    # GM-like 80 and WM-like 120 with noise, zero background border.
+    img = np.where(rng.random(shape) < 0.35, 80.0, 120.0) + rng.normal(0, 3, shape)
+    img[:2] = 0
+    return img.astype(np.float32)
+
+
+def test_intensity_inverse_and_dict_round_trip():
+    imap = IntensityMap(zero=-3.0, peak=117.0)
+    x = np.linspace(-3, 150, 50).astype(np.float32)
+    assert np.allclose(imap.inverse(imap.apply(x, clip=False)), x, atol=1e-3)
+    assert imap.apply(np.float32(117.0)) == pytest.approx(0.5)
+    assert imap.apply(np.float32(-3.0)) == pytest.approx(-1.0)
+    assert IntensityMap.from_dict(imap.to_dict()) == imap
+
+
+def test_intensity_fit_uses_known_tissue_only_and_is_scale_free():
+    rng = np.random.default_rng(0)
+    img = _tissue(rng)
+    mask = np.zeros(img.shape, bool)
+    mask[8:14, 8:14, 6:10] = True
+    imap = fit_intensity_map(img, ~mask)
+    assert imap.peak == pytest.approx(120, abs=4)  # the WM mode, not a percentile
+    # Lesion values and scanner scale do not move the normalised image.
+    img2 = img.copy()
+    img2[mask] = 400
+    assert fit_intensity_map(img2, ~mask) == imap
+    imap3 = fit_intensity_map(img * 3.0, ~mask)
+    assert np.allclose(imap3.apply(img * 3.0), imap.apply(img), atol=1e-4)
+    with pytest.raises(ValueError, match="Too little"):
+        fit_intensity_map(img, np.zeros(img.shape, bool))
+
+
+def test_crop_paste_round_trip_and_divisible():
+    vol = np.arange(20 * 18 * 11, dtype=np.float32).reshape(20, 18, 11)
+    crop = crop_around(np.array([3, 4, 2]), np.array([9, 8, 5]), vol.shape, (8, 8, 16), (8, 8, 1))
+    arr = crop.extract(vol)
+    assert arr.shape == crop.shape
+    assert all(s % 8 == 0 for s in arr.shape[:2]) and arr.shape[2] == 16  # z padded 11 -> 16
+    assert np.array_equal(crop.inner(arr), vol[crop.slices])
+    assert np.array_equal(crop.paste(arr, vol), vol)
+    changed = crop.paste(arr + 1, vol)
+    assert np.array_equal(changed[crop.slices], vol[crop.slices] + 1)
+    outside = np.ones(vol.shape, bool)
+    outside[crop.slices] = False
+    assert np.array_equal(changed[outside], vol[outside])
+
+
+def test_lesion_crops_cover_every_lesion_and_merge_clusters():
+    mask = np.zeros((40, 40, 20), bool)
+    mask[5:7, 5:7, 5:7] = True
+    mask[9:11, 5:7, 5:7] = True  # close to the first: merged
+    mask[30:33, 30:33, 12:15] = True  # far: its own crop
+    crops = lesion_crops(mask, margin=3, min_size=(8, 8, 8), divisor=(8, 8, 1))
+    assert len(crops) == 2
+    covered = np.zeros(mask.shape, bool)
+    for c in crops:
+        covered[c.slices] = True
+        assert c.shape[0] % 8 == 0 and c.shape[1] % 8 == 0 and c.shape[2] >= 8
+    assert covered[mask].all()
+
+
+@pytest.mark.parametrize(
+    ("nz", "window", "overlap"), [(8, 8, 4), (13, 8, 4), (20, 6, 2), (9, 4, 0)]
+)
+def test_windows_cover_and_blend_to_identity(nz, window, overlap):
+    starts = z_windows(nz, window, overlap)
+    w = blend_weights(window, overlap)
+    acc = np.zeros(nz)
+    norm = np.zeros(nz)
+    signal = np.arange(nz, dtype=float)
+    for s in starts:
+        acc[s : s + window] += signal[s : s + window] * w
+        norm[s : s + window] += w
+    assert (norm > 0).all() and starts[-1] + window == nz
+    assert np.allclose(acc / norm, signal)
+
+
+def test_slices_round_trip():
+    vol = np.random.default_rng(1).random((4, 5, 6))
+    assert volume_to_slices(vol).shape == (6, 4, 5)
+    assert np.array_equal(slices_to_volume(volume_to_slices(vol)), vol)
+
+
+@pytest.mark.parametrize("arch", ["pseudo3d", "wdm3d"])
+def test_training_example_matches_inference_inputs(arch):
+    rng = np.random.default_rng(2)
+    vol = _tissue(rng, (40, 40, 32))
+    mask = np.zeros(vol.shape, bool)
+    mask[18:22, 18:22, 14:18] = True
+    pre = default_preprocessing(arch, ("mirror",))
+    cfg = {"in_channels": 32 if arch == "wdm3d" else 4, "out_channels": 8 if arch == "wdm3d" else 1,
+           "channels": [8, 16], "norm_num_groups": 4}  # fmt: skip
+    ex = make_training_example(vol, mask, arch=arch, config=cfg, preprocessing=pre, rng=rng)
+    n_cond = cfg["in_channels"] - (8 if arch == "wdm3d" else 1)
+    assert ex.condition.shape[0] == n_cond
+    assert ex.x0.shape[1:] == ex.condition.shape[1:]
+    # The condition's voided image is x0 with the mask zeroed, exactly as inference builds it.
+    if arch == "pseudo3d":
+        m = ex.mask[0]
+        assert torch.allclose(ex.condition[0], ex.x0[0] * (1 - m))
+        assert torch.equal(ex.condition[1], m)
+        assert m.sum() > 0
+    x0, cond = to_network(arch, np.zeros((16, 16, 16), np.float32), np.zeros((16, 16, 16)), [])
+    assert cond.shape[0] == (16 if arch == "wdm3d" else 2)
+    # Unconditional configs get no condition channels.
+    cfg["in_channels"] = 8 if arch == "wdm3d" else 1
+    pre["extras"] = []
+    ex = make_training_example(vol, mask, arch=arch, config=cfg, preprocessing=pre, rng=rng)
+    assert ex.condition.shape[0] == 0
