@@ -112,3 +112,24 @@ def test_empty_mask_copies_input_through(tiny_bids, tmp_path):
     filled = out / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_desc-filled_T1w.nii.gz"
     assert np.array_equal(raw_data(nib.load(str(filled))), raw_data(nib.load(str(src))))
     assert "empty" in (out / "sub-01.html").read_text()
+
+
+@pytest.mark.slow
+def test_failed_node_writes_text_crash_file_and_no_outputs(tiny_bids, tmp_path, capsys):
+    """FSL is not installed here, so --method fsl fails inside the fill node."""
+    import shutil
+
+    if shutil.which("lesion_filling"):
+        pytest.skip("FSL is installed; the fsl method would succeed")
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: Linear\nplugin_args: {}\n")
+    out = tmp_path / "out"
+    code = run([str(tiny_bids), str(out), "participant", "-w", str(tmp_path / "w"),
+                "--participant-label", "01", "--session-label", "1", "--method", "fsl",
+                "--use-plugin", str(plugin), "--skip-bids-validation"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "crash files are in" in err and "Traceback" not in err
+    crashes = list((out / "sub-01" / "log").glob("*/crash-*.txt"))
+    assert crashes and "lesion_filling is not on PATH" in crashes[0].read_text()
+    assert not list(out.rglob("*_desc-filled_T1w.nii.gz"))

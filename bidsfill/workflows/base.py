@@ -227,6 +227,9 @@ def init_single_subject_wf(
         )
         workflow.connect(run_wf, "outputnode.summary", merge, f"in{i + 1}")
     workflow.connect(merge, "out", report, "summaries")
+    # Nipype drops sub-workflow configs when it flattens the graph; set it on each node.
+    for node in workflow._get_all_nodes():
+        node.config = {"execution": dict(workflow.config["execution"])}
     return workflow
 
 
