@@ -1,0 +1,312 @@
+"""``bidsfill-train``: train a diffusion inpainting model on healthy scans.
+
+    bidsfill-train --mni --bids-dir DATA --participant-label spm152 cit168 gd01 \\
+        --val-participant-label head01 gd01:right --run-dir runs/pseudo3d --steps 6000
+    torchrun --nproc_per_node=4 bidsfill-train ...      # DistributedDataParallel
+
+Re-running the same command resumes from the run folder's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["build_parser", "main"]
+
+LOGGER = logging.getLogger("bidsfill.train")
+
+
+def _kinds(values: list[str]) -> dict[str, float]:
+    out = {}
+    for item in values:
+        name, _, weight = item.partition("=")
+        out[name] = float(weight or 1.0)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bidsfill-train", description=__doc__.split("\n")[0])
+    data = p.add_argument_group("data")
+    data.add_argument("--bids-dir", type=Path, help="BIDS dataset of healthy T1w scans.")
+    data.add_argument("--participant-label", nargs="+", help="Training participants (default all).")
+    data.add_argument("--val-participant-label", nargs="+", default=[],
+                      help="Held-out participants; LABEL:left / LABEL:right holds out one "
+                           "hemisphere and trains on the other.")  # fmt: skip
+    data.add_argument("--flair", action="store_true", help="Use a FLAIR as an extra channel.")
+    data.add_argument("--mni", action="store_true",
+                      help="Train on the MNI152 2009 template from the nilearn wheel.")  # fmt: skip
+    data.add_argument("--mask-kinds", nargs="+",
+                      default=["ms=0.55", "tumour=0.15", "cavity=0.15", "random=0.15"],
+                      help="Mask kinds with weights (ms, tumour, cavity, random, real).")  # fmt: skip
+    data.add_argument("--real-masks", type=Path, help="Folder of real lesion masks (kind 'real').")
+    data.add_argument("--mask-bank", type=int, default=512,
+                      help="Reuse this many drawn masks under fresh augmentation (0: always new).")  # fmt: skip
+    data.add_argument("--no-augment", action="store_true", help="Disable augmentation.")
+    data.add_argument("--region", type=int, nargs=3, default=[96, 96, 32])
+    model = p.add_argument_group("model")
+    model.add_argument("--arch", default="pseudo3d", choices=["pseudo3d", "slicewise", "wdm3d"])
+    model.add_argument("--channels", type=int, nargs="+", default=[24, 48, 96])
+    model.add_argument("--num-res-blocks", type=int, default=1)
+    model.add_argument("--norm-groups", type=int, default=8)
+    model.add_argument("--patch", type=int, nargs=3, default=[64, 64, 6],
+                       help="Training patch (X Y Z); Z is the slice window of slice models.")  # fmt: skip
+    model.add_argument("--window-overlap", type=int, default=None)
+    model.add_argument("--mirror", action="store_true", help="Add the mirrored image channel.")
+    model.add_argument("--prediction-type", default="sample",
+                       choices=["epsilon", "sample", "v_prediction"])  # fmt: skip
+    model.add_argument("--beta-schedule", default="cosine", choices=["linear", "cosine"])
+    loop = p.add_argument_group("optimisation")
+    loop.add_argument("--run-dir", type=Path, default=Path("runs/default"))
+    loop.add_argument("--steps", type=int, default=1000)
+    loop.add_argument("--batch-size", type=int, default=2)
+    loop.add_argument("--lr", type=float, default=2e-4)
+    loop.add_argument("--weight-decay", type=float, default=1e-4)
+    loop.add_argument("--warmup-steps", type=int, default=100)
+    loop.add_argument("--ema-decay", type=float, default=0.999)
+    loop.add_argument("--grad-clip", type=float, default=1.0)
+    loop.add_argument("--outside-weight", type=float, default=0.1)
+    loop.add_argument("--checkpoint-every", type=int, default=100)
+    loop.add_argument("--val-every", type=int, default=0)
+    loop.add_argument("--log-every", type=int, default=10)
+    loop.add_argument("--val-steps", type=int, default=10, help="DDIM steps for validation.")
+    loop.add_argument("--val-cases", type=int, default=2, help="Masks per held-out volume.")
+    loop.add_argument("--seed", type=int, default=0)
+    loop.add_argument("--device", default="auto")
+    loop.add_argument("--threads", type=int, default=1, help="torch CPU threads per process.")
+    loop.add_argument("--num-workers", type=int, default=0)
+    loop.add_argument("--max-minutes", type=float, default=0.0,
+                      help="Stop after a checkpoint once this session ran this long.")  # fmt: skip
+    loop.add_argument("--no-resume", action="store_true", help="Ignore existing checkpoints.")
+    loop.add_argument("--export", type=Path, help="Write the EMA weights + card here at the end.")
+    loop.add_argument("--export-only", action="store_true",
+                      help="Export the latest checkpoint of --run-dir and exit.")  # fmt: skip
+    return p
+
+
+def _split_labels(labels: list[str]) -> dict[str, str | None]:
+    out = {}
+    for item in labels:
+        label, _, side = item.removeprefix("sub-").partition(":")
+        if side and side not in ("left", "right"):
+            raise ValueError(f"Held-out side must be left or right, not {side!r} ({item}).")
+        out[label] = side or None
+    return out
+
+
+def _load_data(args: argparse.Namespace, cache: Path) -> tuple[list[Any], list[Any]]:
+    from bidsfill.train.dataset import bids_volumes, mni_volume, rescaled, split_hemisphere
+
+    held = _split_labels(args.val_participant_label)
+    train_vols, val_vols = [], []
+    if args.mni:
+        if args.flair:
+            raise ValueError("The MNI template has no FLAIR; drop --mni or --flair.")
+        train_vols.append(mni_volume(1))
+    if args.bids_dir is not None:
+        labels = [lab.removeprefix("sub-") for lab in args.participant_label or []]
+        wanted = sorted(set(labels) | set(held)) if labels else None
+        for vol in bids_volumes(args.bids_dir, wanted, flair=args.flair, cache_dir=cache):
+            sub = vol.name.split("_")[0].removeprefix("sub-")
+            in_train = not labels or sub in labels
+            if sub in held:
+                side = held[sub]
+                if side is None:
+                    val_vols.append(vol)
+                    continue
+                other = "left" if side == "right" else "right"
+                val_vols.append(split_hemisphere(vol, side))
+                if in_train:
+                    train_vols.append(split_hemisphere(vol, other))
+            elif in_train:
+                train_vols.append(vol)
+    if not train_vols:
+        raise ValueError("No training data: give --mni and/or --bids-dir with participants.")
+    # Validation also sees other intensity scales (DESIGN.md step 3).
+    val_vols += [rescaled(v, 3.7, 0.0) for v in val_vols[:2]]
+    return train_vols, val_vols
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    from bidsfill.diffusion.prepare import default_preprocessing
+    from bidsfill.train.augment import AugmentConfig, Augmenter
+    from bidsfill.train.dataset import InpaintingDataset
+    from bidsfill.train.distributed import cleanup, setup_distributed
+    from bidsfill.train.export import export_checkpoint
+    from bidsfill.train.loop import TrainConfig, train
+    from bidsfill.train.masks import MaskGenerator
+
+    if args.export_only:
+        if args.export is None:
+            print("bidsfill-train: --export-only needs --export PATH.", file=sys.stderr)
+            return 64
+        print(export_checkpoint(args.run_dir, args.export))
+        return 0
+    try:
+        _split_labels(args.val_participant_label)  # fail early on a bad side
+    except ValueError as err:
+        print(f"bidsfill-train: {err}", file=sys.stderr)
+        return 64
+    info = setup_distributed(args.device)
+    cache = args.run_dir / "cache"
+    try:
+        train_vols, val_vols = _load_data(args, cache)
+    except ValueError as err:
+        print(f"bidsfill-train: {err}", file=sys.stderr)
+        return 66
+    extras = (["mirror"] if args.mirror else []) + (["flair"] if args.flair else [])
+    pre = default_preprocessing(args.arch, tuple(extras))
+    pre["patch_size"] = list(args.patch)
+    if args.arch != "wdm3d":
+        pre["window"] = int(args.patch[2])
+        pre["window_overlap"] = (
+            args.window_overlap if args.window_overlap is not None else args.patch[2] // 2
+        )
+    conditional_in = 2 + len(extras)
+    network = {
+        "in_channels": (1 + conditional_in) * (8 if args.arch == "wdm3d" else 1),
+        "out_channels": 8 if args.arch == "wdm3d" else 1,
+        "channels": list(args.channels),
+        "num_res_blocks": args.num_res_blocks,
+        "norm_num_groups": args.norm_groups,
+    }
+    kinds = _kinds(args.mask_kinds)
+    masks = MaskGenerator(
+        kinds,
+        real_masks=args.real_masks,
+        volume_ml={"tumour": (3.0, 25.0), "cavity": (2.0, 20.0)},
+    )
+    aug_cfg = None if args.no_augment else AugmentConfig()
+    dataset = InpaintingDataset(
+        train_vols,
+        arch=args.arch,
+        config=network,
+        preprocessing=pre,
+        masks=masks,
+        augment=Augmenter(aug_cfg),
+        region=tuple(args.region),
+        seed=args.seed,
+        mask_bank=args.mask_bank,
+        cache_dir=cache / "masks",
+    )
+    config = TrainConfig(
+        run_dir=str(args.run_dir),
+        arch=args.arch,
+        network=network,
+        schedule={
+            "num_train_timesteps": 1000,
+            "beta_schedule": args.beta_schedule,
+            "prediction_type": args.prediction_type,
+        },
+        preprocessing=pre,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        ema_decay=args.ema_decay,
+        grad_clip=args.grad_clip,
+        outside_weight=args.outside_weight,
+        checkpoint_every=args.checkpoint_every,
+        val_every=args.val_every,
+        val_steps=args.val_steps,
+        log_every=args.log_every,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        max_minutes=args.max_minutes,
+        device=args.device,
+    )
+    data_card = {
+        "training_data": [
+            {
+                "name": v.name,
+                "source": v.source,
+                "shape": list(v.image.shape),
+                "zooms": list(v.zooms),
+            }
+            for v in train_vols
+        ],  # fmt: skip
+        "validation_data": [v.name for v in val_vols],
+        "masks": {
+            "kinds": kinds,
+            "bank": args.mask_bank,
+            "region": list(args.region),
+            "volume_ml_overrides": {"tumour": [3.0, 25.0], "cavity": [2.0, 20.0]},
+        },  # fmt: skip
+        "augmentation": aug_cfg.to_dict() if aug_cfg else None,
+    }
+    validate_fn = None
+    if args.val_every and val_vols and info.is_main:
+        validate_fn = _make_validator(args, val_vols, masks, network, pre, info.device)
+    result = train(
+        config, dataset, resume=not args.no_resume, validate_fn=validate_fn, info=info,
+        extra_state=data_card,
+    )  # fmt: skip
+    if info.is_main:
+        LOGGER.info("Stopped at step %d after %.0f s of training.", result.step, result.elapsed)
+        if args.export is not None:
+            print(export_checkpoint(args.run_dir, args.export))
+    cleanup(info)
+    return 0
+
+
+def _make_validator(args, val_vols, masks, network, pre, device):  # noqa: ANN001, ANN202
+    """Fixed held-out cases; the nawm filler's scores are computed once and cached."""
+    from bidsfill.train.dataset import InpaintingDataset
+    from bidsfill.train.validation import classical_scores, make_cases, validate
+
+    def factory(vols, seed):  # noqa: ANN001, ANN202
+        return InpaintingDataset(
+            vols, arch=args.arch, config=network, preprocessing=pre, masks=masks,
+            region=tuple(args.region), seed=seed,
+        )  # fmt: skip
+
+    cases = make_cases(val_vols, factory, per_volume=args.val_cases)
+    cache = args.run_dir / "nawm_scores.json"
+    names = [c.name for c in cases]
+    nawm: list[dict[str, float]] = []
+
+    def classical() -> list[dict[str, float]]:
+        if nawm:
+            return nawm
+        if cache.exists() and json.loads(cache.read_text()).get("cases") == names:
+            nawm.extend(json.loads(cache.read_text())["scores"])
+            return nawm
+        try:
+            nawm.extend(classical_scores(cases, "nawm"))
+        except Exception as err:  # the bar to beat is optional; training goes on
+            LOGGER.warning("nawm scores unavailable: %s", err)
+            return [{"psnr": float("nan"), "ssim": float("nan")} for _ in cases]
+        cache.write_text(json.dumps({"cases": names, "scores": nawm}, indent=1))
+        return nawm
+
+    def run(ema, card):  # noqa: ANN001, ANN202
+        scores = validate(ema, card, cases, steps=args.val_steps, device=device)
+        nawm = classical()
+        out: dict[str, float] = {
+            "psnr": float(np.mean([s["psnr"] for s in scores])),
+            "ssim": float(np.mean([s["ssim"] for s in scores])),
+            "nawm_psnr": float(np.mean([s["psnr"] for s in nawm])),
+            "nawm_ssim": float(np.mean([s["ssim"] for s in nawm])),
+        }
+        for case, s, c in zip(cases, scores, nawm, strict=True):
+            out[f"psnr[{case.name}]"] = round(s["psnr"], 3)
+            out[f"nawm_psnr[{case.name}]"] = round(c["psnr"], 3)
+        return out
+
+    return run
+
+
+if __name__ == "__main__":
+    sys.exit(main())

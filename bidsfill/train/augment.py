@@ -1,0 +1,169 @@
+"""Data augmentation of training regions with MONAI transforms.
+
+Healthy training scans are few (templates and a couple of real subjects), so every
+region is deformed (affine + elastic, which also varies the apparent voxel size),
+flipped, and given a different bias field, gamma, scale and noise. The intensity
+changes also teach the model the robustness that the known-tissue normalisation of
+DESIGN.md step 3 relies on. Image and lesion mask share the spatial transform; the
+mask is resampled nearest-neighbour and never touched by intensity transforms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    Rand3DElasticd,
+    RandAdjustContrastd,
+    RandAffined,
+    RandBiasFieldd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+)
+
+__all__ = ["AugmentConfig", "Augmenter"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strength of each augmentation (probabilities and ranges), recorded in the card.
+
+    Args:
+        p_spatial: probability of the affine deformation.
+        p_elastic: probability of the (slower) elastic deformation.
+        rotate_deg: maximum rotation about each axis, in degrees.
+        scale: maximum relative zoom (both ways), which also mimics other voxel sizes.
+        elastic_sigma: smoothing of the elastic displacement field, in voxels.
+        elastic_magnitude: displacement magnitude range, in voxels.
+        p_flip: probability of a left-right flip.
+        p_bias: probability of a bias field.
+        bias_coeff: bias-field polynomial coefficient range.
+        p_gamma: probability of a gamma change.
+        gamma: gamma range.
+        p_scale: probability of an intensity scaling.
+        scale_intensity: relative intensity scaling.
+        p_noise: probability of Gaussian noise.
+        noise_std: noise standard deviation relative to the region's 99th percentile.
+    """
+
+    p_spatial: float = 0.8
+    p_elastic: float = 0.2
+    rotate_deg: float = 12.0
+    scale: float = 0.2
+    elastic_sigma: tuple[float, float] = (6.0, 9.0)
+    elastic_magnitude: tuple[float, float] = (0.0, 60.0)
+    p_flip: float = 0.5
+    p_bias: float = 0.5
+    bias_coeff: tuple[float, float] = (0.0, 0.3)
+    p_gamma: float = 0.5
+    gamma: tuple[float, float] = (0.7, 1.5)
+    p_scale: float = 0.5
+    scale_intensity: float = 0.3
+    p_noise: float = 0.5
+    noise_std: float = 0.04
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class Augmenter:
+    """Seeded augmentation of (image, mask, extras) regions of shape ``(X, Y, Z)``.
+
+    The transforms are built once; each call reseeds them from ``seed``, so a region's
+    augmentation depends only on its seed (resumed training sees the same data).
+
+    Args:
+        config: augmentation strengths; ``None`` disables augmentation.
+    """
+
+    def __init__(self, config: AugmentConfig | None = AugmentConfig()) -> None:
+        self.config = config
+        if config is None:
+            self.spatial = self.intensity = None
+            return
+        rot = np.deg2rad(config.rotate_deg)
+        self.spatial = Compose(
+            [
+                RandAffined(
+                    keys=["image", "mask"],
+                    prob=config.p_spatial,
+                    rotate_range=(rot, rot, rot),
+                    scale_range=(config.scale,) * 3,
+                    mode=("bilinear", "nearest"),
+                    padding_mode="zeros",
+                ),
+                Rand3DElasticd(
+                    keys=["image", "mask"],
+                    sigma_range=config.elastic_sigma,
+                    magnitude_range=config.elastic_magnitude,
+                    prob=config.p_elastic,
+                    mode=("bilinear", "nearest"),
+                    padding_mode="zeros",
+                ),
+                RandFlipd(keys=["image", "mask"], prob=config.p_flip, spatial_axis=0),
+            ]
+        )
+        self.intensity = Compose(
+            [
+                RandBiasFieldd(keys=["image"], coeff_range=config.bias_coeff, prob=config.p_bias),
+                RandAdjustContrastd(keys=["image"], gamma=config.gamma, prob=config.p_gamma),
+                RandScaleIntensityd(
+                    keys=["image"], factors=config.scale_intensity, prob=config.p_scale
+                ),
+            ]
+        )
+        self.noise = RandGaussianNoised(keys=["image"], prob=config.p_noise, std=1.0)
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        extras: list[np.ndarray] | None = None,
+        *,
+        seed: int,
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Augment one region.
+
+        Args:
+            image: T1w region in scanner units, ``(X, Y, Z)``.
+            mask: lesion mask of the region.
+            extras: further images on the same grid (FLAIR); they follow the spatial
+                transform and get their own intensity changes.
+            seed: the region's seed.
+
+        Returns:
+            The augmented image (float32, >= 0), mask (bool) and extras.
+        """
+        extras = list(extras or [])
+        if self.config is None:
+            return image.astype(np.float32), mask.astype(bool), extras
+        # 1. one spatial transform for all channels: stack the images, mask separately
+        stack = np.stack([image, *extras]).astype(np.float32)
+        data = {
+            "image": torch.from_numpy(stack),
+            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+        }
+        self.spatial.set_random_state(seed=seed % (2**32))
+        data = self.spatial(data)
+        stack = np.asarray(data["image"], dtype=np.float32)
+        out_mask = np.asarray(data["mask"])[0] > 0.5
+        # 2. intensity changes per channel; gamma needs non-negative values
+        rng = np.random.default_rng([seed, 1])
+        channels = []
+        for i, chan in enumerate(stack):
+            chan = np.clip(chan, 0, None)
+            self.intensity.set_random_state(seed=(seed + 7919 * (i + 1)) % (2**32))
+            chan = np.asarray(self.intensity({"image": chan[None]})["image"])[0]
+            # 3. noise relative to the region's bright tissue, only where there is signal
+            level = float(np.percentile(chan, 99)) if chan.any() else 1.0
+            self.noise.set_random_state(seed=(seed + 104729 * (i + 1)) % (2**32))
+            noisy = np.asarray(self.noise({"image": chan[None]})["image"])[0]
+            std = rng.uniform(0, self.config.noise_std) * level
+            chan = chan + (noisy - chan) * std * (chan > 0)
+            channels.append(np.clip(chan, 0, None).astype(np.float32))
+        return channels[0], out_mask, channels[1:]

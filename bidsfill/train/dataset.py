@@ -1,0 +1,391 @@
+"""Training data: healthy volumes, and examples built around on-the-fly lesion masks.
+
+An example is made in four steps: pick a brain region (weighted toward white matter),
+draw a synthetic lesion mask inside it (:mod:`bidsfill.train.masks`), augment image and
+mask together (:mod:`bidsfill.train.augment`), and hand the region to
+:func:`bidsfill.diffusion.prepare.make_training_example`, the same crop and
+normalisation code that inference uses. Drawing masks in a region instead of the whole
+brain keeps a step cheap on a CPU; the network only sees a patch anyway.
+
+Every example is a pure function of ``(seed, index)``, so a resumed run, a DataLoader
+worker or another DDP rank gets exactly the example it would have had.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from bidsfill.diffusion.prepare import Crop, crop_around, make_training_example
+from bidsfill.train.augment import Augmenter
+from bidsfill.train.masks import LesionSites, MaskGenerator, sample_lesion_mask
+from bidsfill.train.priors import mni_priors, register_priors
+
+__all__ = [
+    "InpaintingDataset",
+    "TrainVolume",
+    "bids_volumes",
+    "load_volume",
+    "mni_volume",
+    "rescaled",
+    "split_hemisphere",
+]
+
+LOGGER = logging.getLogger("bidsfill.train")
+
+
+@dataclass
+class TrainVolume:
+    """A healthy scan reoriented to RAS, with the tissue maps that place lesions.
+
+    Args:
+        name: identifier listed in the model card (e.g. "sub-gd01:left").
+        image: float32 ``(X, Y, Z)``, Z axial, in scanner units.
+        affine: voxel-to-world affine of ``image``.
+        zooms: voxel size in mm.
+        wm: white-matter probability on the same grid.
+        brain: brain mask on the same grid.
+        extras: further contrasts on the same grid (e.g. {"flair": ...}).
+        source: file it came from.
+    """
+
+    name: str
+    image: np.ndarray
+    affine: np.ndarray
+    zooms: tuple[float, float, float]
+    wm: np.ndarray
+    brain: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""
+
+
+def _canonical(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    return nib.as_closest_canonical(img)
+
+
+def load_volume(
+    path: str | Path,
+    name: str,
+    *,
+    cache_dir: Path | None = None,
+    extras: dict[str, str | Path] | None = None,
+) -> TrainVolume:
+    """Load a healthy T1w (any orientation), warp tissue priors onto it.
+
+    Args:
+        path: the T1w NIfTI.
+        name: identifier for logs and the model card.
+        cache_dir: where registered priors are cached.
+        extras: other contrasts, resampled onto the T1w grid when needed.
+    """
+    img = _canonical(nib.load(str(path)))
+    if img.ndim != 3:
+        raise ValueError(f"{path} is not a 3D image.")
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    priors = register_priors(img, cache_dir=cache_dir)
+    loaded = {}
+    for key, extra_path in (extras or {}).items():
+        other = _canonical(nib.load(str(extra_path)))
+        if other.shape != img.shape or not np.allclose(other.affine, img.affine, atol=1e-3):
+            from nibabel.processing import resample_from_to
+
+            other = resample_from_to(other, img, order=1)
+        loaded[key] = np.asarray(other.dataobj, dtype=np.float32)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return TrainVolume(
+        name, data, img.affine, zooms, priors.wm, priors.brain, loaded, source=str(path)
+    )
+
+
+def mni_volume(resolution: int = 1) -> TrainVolume:
+    """The MNI152 2009 template from the nilearn wheel, with its own tissue maps."""
+    img, priors = mni_priors(resolution)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return TrainVolume(
+        f"MNI152NLin2009aSym:{resolution}mm",
+        data,
+        img.affine,
+        zooms,
+        priors.wm,
+        priors.brain,
+        source="nilearn.datasets.load_mni152_template",
+    )
+
+
+def bids_volumes(
+    bids_dir: str | Path,
+    participant_labels: Sequence[str] | None = None,
+    *,
+    flair: bool = False,
+    cache_dir: Path | None = None,
+) -> list[TrainVolume]:
+    """Every T1w of the chosen participants of a BIDS dataset (pybids).
+
+    Args:
+        bids_dir: the dataset root.
+        participant_labels: labels with or without "sub-"; all when None.
+        flair: also load a FLAIR of the same subject/session as an extra channel;
+            T1w images without one are skipped with a warning.
+        cache_dir: where registered priors are cached.
+    """
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(str(bids_dir), validate=False)
+    query: dict[str, Any] = {"suffix": "T1w", "extension": [".nii", ".nii.gz"]}
+    if participant_labels:
+        query["subject"] = [label.removeprefix("sub-") for label in participant_labels]
+    files = layout.get(return_type="object", **query)
+    if not files:
+        raise ValueError(f"No T1w images found in {bids_dir} for {participant_labels or 'all'}.")
+    volumes = []
+    for bf in sorted(files, key=lambda f: f.path):
+        ents = bf.get_entities()
+        extras = {}
+        if flair:
+            match = layout.get(
+                subject=ents["subject"],
+                session=ents.get("session"),
+                suffix="FLAIR",
+                extension=[".nii", ".nii.gz"],
+            )
+            if not match:
+                LOGGER.warning("Skipping %s: no FLAIR beside it.", bf.filename)
+                continue
+            extras["flair"] = match[0].path
+        name = bf.filename.split(".nii")[0]
+        volumes.append(load_volume(bf.path, name, cache_dir=cache_dir, extras=extras))
+    if not volumes:
+        raise ValueError("No T1w image with a FLAIR was found.")
+    return volumes
+
+
+def split_hemisphere(volume: TrainVolume, side: str) -> TrainVolume:
+    """The left or right half of a volume, as a volume of its own (for held-out halves).
+
+    The halves share no voxel, so a model trained on one half never saw the other.
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', not {side!r}.")
+    mid = volume.image.shape[0] // 2
+    # RAS: x grows to the right, so the left hemisphere is the low-index half.
+    sl = (slice(0, mid) if side == "left" else slice(mid, None), slice(None), slice(None))
+    affine = volume.affine.copy()
+    if side == "right":
+        affine[:3, 3] += affine[:3, 0] * mid
+    return dataclasses.replace(
+        volume,
+        name=f"{volume.name}:{side}",
+        image=np.ascontiguousarray(volume.image[sl]),
+        affine=affine,
+        wm=np.ascontiguousarray(volume.wm[sl]),
+        brain=np.ascontiguousarray(volume.brain[sl]),
+        extras={k: np.ascontiguousarray(v[sl]) for k, v in volume.extras.items()},
+    )
+
+
+def rescaled(volume: TrainVolume, scale: float, offset: float = 0.0) -> TrainVolume:
+    """The same scan in other intensity units (``scale * x + offset`` where x > 0)."""
+    image = np.where(volume.image > 0, volume.image * scale + offset, 0).astype(np.float32)
+    return dataclasses.replace(volume, name=f"{volume.name}*{scale:g}+{offset:g}", image=image)
+
+
+def _crop_sites(sites: LesionSites, sl: tuple[slice, ...]) -> LesionSites:
+    arrays = {
+        f.name: getattr(sites, f.name)[sl]
+        for f in dataclasses.fields(sites)
+        if isinstance(getattr(sites, f.name), np.ndarray)
+    }
+    return dataclasses.replace(sites, **arrays)
+
+
+class InpaintingDataset(torch.utils.data.Dataset):
+    """Deterministic training examples: item ``i`` depends only on ``(seed, i)``.
+
+    Args:
+        volumes: healthy training volumes.
+        arch: network architecture (as in the model card).
+        config: network config.
+        preprocessing: the model card's preprocessing dict (patch size, intensity rule).
+        masks: the lesion-mask generator.
+        augment: augmentation, or None.
+        region: size in voxels of the region in which a mask is drawn and augmented.
+        seed: base seed.
+        length: nominal length (examples are drawn, not enumerated).
+        weights: relative sampling weight of each volume (default: equal).
+        mask_bank: if > 0, masks come from a bank of this many (volume, region, mask)
+            draws, each made once and reused under fresh augmentation, because drawing
+            a deformed-ellipsoid mask costs seconds on a CPU; 0 draws a new mask each time.
+        cache_dir: where bank masks are kept, so a resumed run does not redraw them.
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[TrainVolume],
+        *,
+        arch: str,
+        config: dict[str, Any],
+        preprocessing: dict[str, Any],
+        masks: MaskGenerator,
+        augment: Augmenter | None = None,
+        region: tuple[int, int, int] = (96, 96, 32),
+        seed: int = 0,
+        length: int = 2**40,
+        weights: Sequence[float] | None = None,
+        mask_bank: int = 0,
+        cache_dir: Path | None = None,
+    ) -> None:
+        if not volumes:
+            raise ValueError("InpaintingDataset needs at least one volume.")
+        self.volumes = list(volumes)
+        self.arch, self.config, self.preprocessing = arch, dict(config), dict(preprocessing)
+        self.masks, self.augment = masks, augment
+        patch = tuple(int(s) for s in preprocessing["patch_size"])
+        self.region = tuple(max(int(r), p) for r, p in zip(region, patch, strict=True))
+        self.seed, self.length = int(seed), int(length)
+        w = np.ones(len(self.volumes)) if weights is None else np.asarray(weights, float)
+        self.weights = w / w.sum()
+        self._centres: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._real = None
+        self.mask_bank = int(mask_bank)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._bank: dict[int, tuple[int, Crop, np.ndarray]] = {}
+        if masks.kinds.get("real", 0) > 0:
+            self._real = MaskGenerator(
+                {"real": 1.0}, real_masks=masks.real_masks, real_transform=masks.real_transform
+            )
+
+    def _kind(self, rng: np.random.Generator) -> str:
+        names = list(self.masks.kinds)
+        p = np.array([self.masks.kinds[n] for n in names], dtype=np.float64)
+        return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _centre(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        if k not in self._centres:  # cumulative weights over brain voxels, WM favoured
+            vol = self.volumes[k]
+            idx = np.flatnonzero(vol.brain)
+            cum = np.cumsum(vol.wm.ravel()[idx].astype(np.float64) + 0.2)
+            self._centres[k] = (idx, cum / cum[-1])
+        idx, cum = self._centres[k]
+        flat = idx[min(int(np.searchsorted(cum, rng.random())), len(idx) - 1)]
+        return np.array(np.unravel_index(flat, self.volumes[k].brain.shape))
+
+    def _draw(self, key: int) -> tuple[int, Crop, np.ndarray]:
+        """Draw (volume, region crop, mask) number ``key``: a pure function of (seed, key)."""
+        rng = np.random.default_rng([self.seed, int(key), 7])
+        k = int(rng.choice(len(self.volumes), p=self.weights))
+        vol = self.volumes[k]
+        size = list(self.region)
+        if "mirror" in self.preprocessing.get("extras", []):
+            size[0] = vol.image.shape[0]  # the whole width, so mirroring is contralateral
+        kind = self._kind(rng)
+        if kind == "real":  # warped once per (volume, mask) by the generator, then cropped
+            full = self._real(
+                vol.wm,
+                vol.zooms,
+                rng,
+                key=vol.name,
+                image=vol.image,
+                affine=vol.affine,
+                brain_mask=vol.brain,
+            )
+            hits = np.argwhere(full)
+            centre = hits[rng.integers(len(hits))] if len(hits) else self._centre(k, rng)
+            lo = centre - np.array(size) // 2
+            crop = crop_around(lo, lo + np.array(size), vol.image.shape, tuple(size), (1, 1, 1))
+            return k, crop, crop.extract(full).astype(bool)
+        sites = self.masks.sites(vol.wm, vol.zooms, key=vol.name, brain_mask=vol.brain)
+        for _attempt in range(20):
+            centre = self._centre(k, rng)
+            lo = centre - np.array(size) // 2
+            crop = crop_around(lo, lo + np.array(size), vol.image.shape, tuple(size), (1, 1, 1))
+            mask = sample_lesion_mask(
+                _crop_sites(sites, crop.slices),
+                vol.zooms,
+                rng,
+                kind=kind,
+                volume_ml=self.masks.volume_ml.get(kind),
+            )
+            if mask.sum() >= 2:
+                break
+        return k, crop, np.pad(mask, crop.pad).astype(bool)  # sites were cut without the pad
+
+    def _bank_entry(self, j: int) -> tuple[int, Crop, np.ndarray]:
+        """Mask ``j`` of the bank, drawn once and kept in memory and on disk."""
+        if j in self._bank:
+            return self._bank[j]
+        path = None if self.cache_dir is None else self.cache_dir / f"mask-{self.seed}-{j:06d}.npz"
+        if path is not None and path.exists():
+            with np.load(path) as npz:
+                crop = Crop(
+                    tuple(int(v) for v in npz["start"]),
+                    tuple(int(v) for v in npz["stop"]),
+                    tuple(tuple(int(v) for v in p) for p in npz["pad"]),
+                )
+                entry = (
+                    int(npz["volume"]),
+                    crop,
+                    np.unpackbits(npz["mask"])[: np.prod(crop.shape)]
+                    .reshape(crop.shape)
+                    .astype(bool),
+                )
+        else:
+            entry = self._draw(j)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npz")
+                k, crop, mask = entry
+                np.savez(
+                    tmp,
+                    volume=k,
+                    start=crop.start,
+                    stop=crop.stop,
+                    pad=crop.pad,
+                    mask=np.packbits(mask.ravel()),
+                )
+                tmp.replace(path)
+        self._bank[j] = entry
+        return entry
+
+    def region_example(self, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """The augmented region (image, mask, extras) behind example ``index``."""
+        rng = np.random.default_rng([self.seed, int(index)])
+        if self.mask_bank:
+            k, crop, mask = self._bank_entry(int(rng.integers(self.mask_bank)))
+        else:
+            k, crop, mask = self._draw(int(rng.integers(2**62)))
+        vol = self.volumes[k]
+        image = crop.extract(vol.image)
+        extras = {name: crop.extract(v) for name, v in vol.extras.items()}
+        if self.augment is not None:
+            seed = int(rng.integers(2**62))
+            a_img, a_mask, a_extras = self.augment(image, mask, list(extras.values()), seed=seed)
+            if a_mask.sum() >= 2:  # a deformation may push a tiny lesion out of the region
+                image, mask = a_img, a_mask
+                extras = dict(zip(extras, a_extras, strict=True))
+        return image, mask, extras
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, mask, extras = self.region_example(index)
+        rng = np.random.default_rng([self.seed, int(index), 2])
+        ex = make_training_example(
+            image,
+            mask,
+            arch=self.arch,
+            config=self.config,
+            preprocessing=self.preprocessing,
+            rng=rng,
+            extra_images=extras,
+        )
+        return {"x0": ex.x0, "condition": ex.condition, "mask": ex.mask}

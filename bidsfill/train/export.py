@@ -1,0 +1,84 @@
+"""Export a training checkpoint's EMA weights as safetensors + the model card the engine loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bidsfill.diffusion.networks import build_network
+from bidsfill.diffusion.schedules import NoiseSchedule
+from bidsfill.diffusion.weights import save_weights
+from bidsfill.train.checkpoint import latest_checkpoint, load_checkpoint
+
+__all__ = ["export_checkpoint"]
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_path: str | Path,
+    *,
+    use_ema: bool = True,
+    metrics: dict[str, Any] | None = None,
+    notes: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``out_path`` (.safetensors) and its .json card from a checkpoint or run folder.
+
+    Args:
+        checkpoint: a ``ckpt-*.pt`` file or a run folder (its latest checkpoint).
+        out_path: target weights path.
+        use_ema: export the EMA weights (default) rather than the live ones.
+        metrics: validation metrics for the card (default: the checkpoint's last ones).
+        notes: more card entries under "training" (e.g. held-out data).
+
+    Returns:
+        The weights path.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise ValueError(f"{path} holds no checkpoint to export.")
+        path = found
+    ckpt = load_checkpoint(path)
+    config = json.loads(ckpt["config"])
+    extra = json.loads(ckpt.get("extra", "{}"))
+    model = build_network(config["arch"], **config["network"])
+    model.load_state_dict(ckpt["ema" if use_ema else "model"])
+    history = json.loads(ckpt.get("validation", "[]"))
+    losses = [float(v) for v in ckpt.get("losses", [])]
+    tail = losses[-100:]
+    training = {
+        "steps": int(ckpt["step"]),
+        "wall_seconds": round(float(ckpt["elapsed"]), 1),
+        "final_loss_mean_last_100": round(sum(tail) / len(tail), 6) if tail else None,
+        "weights": "ema" if use_ema else "live",
+        "hyperparameters": {
+            k: config[k]
+            for k in (
+                "steps",
+                "batch_size",
+                "lr",
+                "weight_decay",
+                "warmup_steps",
+                "min_lr_ratio",
+                "ema_decay",
+                "grad_clip",
+                "outside_weight",
+                "seed",
+            )
+        },  # fmt: skip
+        "checkpoint": path.name,
+        **extra,
+        **(notes or {}),
+    }
+    card = {
+        "architecture": config["arch"],
+        "config": config["network"],
+        "schedule": NoiseSchedule(**config["schedule"]).to_dict(),
+        "preprocessing": config["preprocessing"],
+        "training": training,
+        "metrics": metrics if metrics is not None else (history[-1] if history else {}),
+        "validation_history": history,
+    }
+    return save_weights(model, card, out_path)

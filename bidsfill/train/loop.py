@@ -1,0 +1,369 @@
+"""The training loop: AdamW, warm-up + cosine LR, EMA, AMP, clipping, exact resume, DDP.
+
+Randomness is counter-based: the examples of step ``s`` on rank ``r`` and their noise and
+timesteps are functions of ``(seed, s, r)`` only. A run resumed from a checkpoint
+therefore continues bit-identically (the RNG states are saved as well, for anything
+else that draws from the global generators).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from bidsfill.diffusion.networks import build_network
+from bidsfill.diffusion.schedules import NoiseSchedule
+from bidsfill.train.checkpoint import (
+    get_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from bidsfill.train.distributed import DistInfo, barrier, setup_distributed
+
+__all__ = ["TrainConfig", "TrainResult", "lr_factor", "train", "weighted_loss"]
+
+LOGGER = logging.getLogger("bidsfill.train")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved in the run folder and in the model card.
+
+    Args:
+        run_dir: folder for checkpoints, logs and the config.
+        arch: network architecture ("pseudo3d", "slicewise", "wdm3d").
+        network: network config (``build_network`` keywords).
+        schedule: noise schedule (``NoiseSchedule`` keywords).
+        preprocessing: the model card's preprocessing (patch size, window, intensity).
+        steps: total optimisation steps.
+        batch_size: examples per step and rank.
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up length.
+        min_lr_ratio: final LR of the cosine decay, relative to ``lr``.
+        ema_decay: EMA decay (with the usual (1 + s) / (10 + s) ramp at the start).
+        grad_clip: max gradient norm.
+        outside_weight: loss weight of voxels outside the mask (inside weighs 1).
+        amp: bf16 autocast on CUDA.
+        checkpoint_every: steps between checkpoints.
+        val_every: steps between validations (0: never).
+        val_steps: DDIM steps used to fill validation cases.
+        log_every: steps between log lines.
+        keep_checkpoints: how many checkpoints to keep.
+        seed: base seed.
+        num_workers: DataLoader worker processes.
+        max_minutes: stop (after a checkpoint) when this session has run this long.
+        device: "auto", "cpu", "cuda" or "cuda:N".
+    """
+
+    run_dir: str = "runs/default"
+    arch: str = "pseudo3d"
+    network: dict[str, Any] = field(default_factory=dict)
+    schedule: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    steps: int = 1000
+    batch_size: int = 2
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    outside_weight: float = 0.1
+    amp: bool = True
+    checkpoint_every: int = 100
+    val_every: int = 0
+    val_steps: int = 10
+    log_every: int = 10
+    keep_checkpoints: int = 3
+    seed: int = 0
+    num_workers: int = 0
+    max_minutes: float = 0.0
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run leaves: the live and EMA networks, and facts."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    step: int
+    losses: list[float]
+    elapsed: float
+    validation: list[dict[str, Any]]
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def weighted_loss(
+    output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, outside_weight: float
+) -> torch.Tensor:
+    """MSE weighted toward the mask: weight 1 inside, ``outside_weight`` outside."""
+    w = mask + outside_weight * (1 - mask)
+    return (w * (output.float() - target.float()) ** 2).sum() / w.sum().clamp(min=1e-8)
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Batches of example indices for steps ``start, start+1, ...`` of one rank."""
+
+    def __init__(self, start: int, stop: int, batch: int, rank: int, world: int) -> None:
+        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            base = (step * self.world + self.rank) * self.batch
+            yield list(range(base, base + self.batch))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def _card(config: TrainConfig, schedule: NoiseSchedule) -> dict[str, Any]:
+    return {
+        "architecture": config.arch,
+        "config": config.network,
+        "schedule": schedule.to_dict(),
+        "preprocessing": config.preprocessing,
+    }
+
+
+class _Progress:
+    """One status line with rate and ETA (tqdm is not a dependency)."""
+
+    def __init__(self, total: int, start: int) -> None:
+        self.total, self.start, self.t0 = total, start, time.perf_counter()
+
+    def line(self, step: int, loss: float, lr: float) -> str:
+        done = step + 1 - self.start
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        left = (self.total - step - 1) / rate if rate > 0 else float("inf")
+        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if math.isfinite(left) else "?"
+        pct = 100.0 * (step + 1) / self.total
+        return (
+            f"step {step + 1}/{self.total} ({pct:5.1f}%) loss {loss:.4f} lr {lr:.2e} "
+            f"{rate:.2f} it/s ETA {eta}"
+        )
+
+
+def train(
+    config: TrainConfig,
+    dataset: torch.utils.data.Dataset,
+    *,
+    resume: bool = True,
+    validate_fn: Callable[[torch.nn.Module, dict[str, Any]], dict[str, float]] | None = None,
+    info: DistInfo | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train (or resume training) a diffusion inpainting network.
+
+    Args:
+        config: the run's settings.
+        dataset: deterministic examples (``x0``, ``condition``, ``mask``) by index.
+        resume: continue from ``run_dir``'s latest checkpoint if there is one.
+        validate_fn: ``f(ema_model, card) -> metrics`` run on rank 0 every ``val_every``.
+        info: distributed setup (from :func:`setup_distributed` when None).
+        extra_state: JSON-able facts saved in checkpoints (e.g. training data list).
+    """
+    info = info or setup_distributed(config.device)
+    run_dir = Path(config.run_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    barrier(info)
+    # 1. model, EMA, optimizer, schedule (seeded so every rank starts identical)
+    torch.manual_seed(config.seed)
+    model = build_network(config.arch, **config.network).to(info.device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    schedule = NoiseSchedule(**config.schedule)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio),
+    )
+    start, elapsed, losses, val_hist = 0, 0.0, [], []
+    # 2. resume everything from the latest checkpoint
+    ckpt_path = latest_checkpoint(run_dir) if resume else None
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path, map_location=info.device)
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        losses = [float(v) for v in ckpt.get("losses", [])]
+        val_hist = json.loads(ckpt.get("validation", "[]"))
+        rng = ckpt["rng"]
+        set_rng_state(rng[info.rank] if isinstance(rng, list) and len(rng) > info.rank else rng[0])
+        if info.is_main:
+            LOGGER.info("Resumed from %s at step %d", ckpt_path, start)
+    net = model
+    if info.distributed:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    use_amp = config.amp and info.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_StepBatches(
+            start, config.steps, config.batch_size, info.rank, info.world_size
+        ),
+        num_workers=config.num_workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+    log_path = run_dir / "train_log.csv"
+    progress = _Progress(config.steps, start)
+    session_t0 = time.perf_counter()
+    t_last = time.perf_counter()
+    step = start
+    model.train()
+    for step, batch in zip(range(start, config.steps), loader, strict=False):
+        # 3. noise and timesteps from a generator keyed by (seed, step, rank)
+        gen = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([config.seed, step, info.rank]).generate_state(1)[0])
+        )
+        x0 = batch["x0"].to(info.device)
+        cond = batch["condition"].to(info.device)
+        mask = batch["mask"].to(info.device)
+        n = x0.shape[0]
+        t = torch.randint(0, schedule.num_train_timesteps, (n,), generator=gen).to(info.device)
+        noise = torch.randn(x0.shape, generator=gen).to(info.device)
+        x_t = schedule.add_noise(x0, noise, t)
+        target = schedule.training_target(x0, noise, t)
+        # 4. forward (x_t, b, m, extras), loss weighted toward the mask, step
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            out = net(torch.cat([x_t, cond], dim=1), t)
+        loss = weighted_loss(out, target, mask, config.outside_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        sched.step()
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        _ema_update(ema, model, decay)
+        loss_v = float(loss.detach())
+        losses.append(loss_v)
+        done = step + 1
+        now = time.perf_counter()
+        elapsed += now - t_last
+        t_last = now
+        # 5. log, checkpoint, validate (rank 0 writes; all ranks checkpoint in step)
+        if info.is_main and (done % config.log_every == 0 or done == config.steps):
+            new = not log_path.exists()
+            with open(log_path, "a", newline="") as fh:
+                w = csv.writer(fh)
+                if new:
+                    w.writerow(["step", "loss", "mean_loss", "lr", "grad_norm", "elapsed_s"])
+                recent = losses[-config.log_every :]
+                w.writerow(
+                    [done, f"{loss_v:.6f}", f"{np.mean(recent):.6f}",
+                     f"{sched.get_last_lr()[0]:.3e}", f"{float(grad_norm):.4f}", f"{elapsed:.1f}"]
+                )  # fmt: skip
+            print(progress.line(step, float(np.mean(recent)), sched.get_last_lr()[0]),
+                  file=sys.stderr, flush=True)  # fmt: skip
+        if validate_fn is not None and config.val_every and done % config.val_every == 0:
+            if info.is_main:
+                metrics = validate_fn(ema, _card(config, schedule))
+                val_hist.append({"step": done, **metrics})
+                _write_val(run_dir / "val_log.csv", val_hist[-1])
+                LOGGER.info("validation at step %d: %s", done, metrics)
+            barrier(info)
+            t_last = time.perf_counter()  # validation time is not training time
+        out_of_time = config.max_minutes and (now - session_t0) / 60 >= config.max_minutes
+        if done % config.checkpoint_every == 0 or done == config.steps or out_of_time:
+            _checkpoint(
+                config, info, model, ema, opt, sched, done, elapsed, losses, val_hist, extra_state
+            )
+        if out_of_time:
+            if info.is_main:
+                LOGGER.info("Stopping at step %d: --max-minutes reached.", done)
+            break
+    return TrainResult(model, ema, step + 1 if losses else start, losses, elapsed, val_hist)
+
+
+def _write_val(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _checkpoint(
+    config: TrainConfig,
+    info: DistInfo,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    elapsed: float,
+    losses: list[float],
+    val_hist: list[dict[str, Any]],
+    extra_state: dict[str, Any] | None,
+) -> None:
+    rng = get_rng_state()
+    if info.distributed:
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * info.world_size
+        dist.all_gather_object(gathered, rng)
+        rng_all: Any = gathered
+    else:
+        rng_all = [rng]
+    if info.is_main:
+        state = {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "elapsed": elapsed,
+            "losses": losses,
+            "validation": json.dumps(val_hist),
+            "rng": [
+                {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in r.items()} for r in rng_all
+            ],
+            "config": json.dumps(config.to_dict()),
+            "extra": json.dumps(extra_state or {}),
+        }
+        save_checkpoint(state, Path(config.run_dir), step, keep=config.keep_checkpoints)
+    barrier(info)
