@@ -184,3 +184,47 @@ def test_evaluate_exit_codes(tmp_path, capsys):
         evaluate_main(["--filled", str(some_file)])
     assert exc.value.code == 64
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bidsfill_runs_on_a_simulated_dataset_and_is_scored(healthy, tmp_path):
+    from bidsfill.cli.run import run
+
+    lesioned, out = tmp_path / "lesioned", tmp_path / "out"
+    assert (
+        simulate_main(
+            [str(healthy), str(lesioned), "--n-lesions", "2", "--volume-ml", "0.02", "0.06"]
+        )
+        == 0
+    )
+    code = run(
+        [
+            str(lesioned),
+            str(out),
+            "participant",
+            "--method",
+            "ring",
+            "--nprocs",
+            "1",
+            "-w",
+            str(tmp_path / "work"),
+        ]
+    )
+    assert code == 0
+    tsv = tmp_path / "scores.tsv"
+    assert (
+        evaluate_main(
+            [
+                "--truth",
+                str(lesioned / "derivatives" / "truth"),
+                "--filled",
+                str(out),
+                "--tsv",
+                str(tsv),
+                "--no-tissues",
+            ]
+        )
+        == 0
+    )
+    (row,) = list(csv.DictReader(tsv.open(), delimiter="\t"))
+    assert 0.5 < float(row["brats_ssim"]) <= 1.0
