@@ -25,6 +25,7 @@ from bidsfill.diffusion.prepare import (
     blend_weights,
     extra_channels,
     fit_intensity_map,
+    lesion_components,
     lesion_crops,
     normalise_extras,
     slices_to_volume,
@@ -275,7 +276,7 @@ def inpaint_volume(
     generator = torch.Generator(device=device).manual_seed(int(seed))
     total = np.zeros(image.shape, dtype=np.float64)
     total_sq = np.zeros(image.shape, dtype=np.float64)
-    claimed = np.zeros(image.shape, dtype=bool)
+    components = lesion_components(mask)
     calls = 0
     net.eval()
     for crop in crops:
@@ -288,9 +289,8 @@ def inpaint_volume(
             names, [crop.extract(e) for e in extras_full], imap, ~mask_c & inside
         )
         sl = crop.slices
-        # Grown crops may overlap; each lesion voxel takes the values of one crop only.
-        own = mask[sl] & ~claimed[sl]
-        claimed[sl] |= own
+        # Context boxes may overlap; each lesion is filled by the one crop made for it.
+        own = np.isin(components[sl], crop.labels)
         for _ in range(n_samples):
             with torch.inference_mode():
                 vol, k = _sample_crop(

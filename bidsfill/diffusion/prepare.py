@@ -33,6 +33,7 @@ __all__ = [
     "default_preprocessing",
     "extra_channels",
     "fit_intensity_map",
+    "lesion_components",
     "lesion_crops",
     "make_training_example",
     "mirror_lr",
@@ -211,6 +212,7 @@ class Crop:
     start: tuple[int, int, int]
     stop: tuple[int, int, int]
     pad: tuple[tuple[int, int], ...] = field(default=((0, 0), (0, 0), (0, 0)))
+    labels: tuple[int, ...] = ()  # lesion components (of lesion_crops' labelling) it fills
 
     @property
     def slices(self) -> tuple[slice, ...]:
@@ -267,31 +269,45 @@ def crop_around(
     return Crop(tuple(start), tuple(stop), tuple(pad))
 
 
+def lesion_components(mask: np.ndarray) -> np.ndarray:
+    """26-connected lesion components, labelled 1..n (the labels :class:`Crop` refers to)."""
+    return ndimage.label(np.asarray(mask, dtype=bool), structure=np.ones((3, 3, 3)))[0]
+
+
 def lesion_crops(
     mask: np.ndarray, margin: int, min_size: tuple[int, int, int], divisor: tuple[int, int, int]
 ) -> list[Crop]:
-    """One crop per cluster of lesions: components whose margin boxes overlap are merged."""
-    mask = np.asarray(mask, dtype=bool)
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    """One crop per lesion cluster, with ``margin`` voxels of context on each side.
+
+    Lesions closer than ``margin`` voxels form one cluster (filled together, so they see
+    each other); farther ones get their own crop even when the context boxes overlap,
+    which keeps crops small. Each crop records the components it fills.
+    """
+    labels = lesion_components(mask)
     boxes = []
-    for sl in ndimage.find_objects(labels):
-        lo = np.array([s.start for s in sl]) - margin
-        hi = np.array([s.stop for s in sl]) + margin
-        boxes.append((np.maximum(lo, 0), np.minimum(hi, mask.shape)))
+    for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
+        lo = np.array([s.start for s in sl])
+        hi = np.array([s.stop for s in sl])
+        boxes.append((lo, hi, {lab}))
+    half = margin / 2
     merged = True
-    while merged:  # merge overlapping boxes until none overlap
+    while merged:  # merge clusters whose lesion boxes come within `margin` voxels
         merged = False
         for i in range(len(boxes)):
             for j in range(i + 1, len(boxes)):
-                (alo, ahi), (blo, bhi) = boxes[i], boxes[j]
-                if np.all(alo < bhi) and np.all(blo < ahi):
-                    boxes[i] = (np.minimum(alo, blo), np.maximum(ahi, bhi))
+                (alo, ahi, al), (blo, bhi, bl) = boxes[i], boxes[j]
+                if np.all(alo - half < bhi + half) and np.all(blo - half < ahi + half):
+                    boxes[i] = (np.minimum(alo, blo), np.maximum(ahi, bhi), al | bl)
                     del boxes[j]
                     merged = True
                     break
             if merged:
                 break
-    return [crop_around(lo, hi, mask.shape, min_size, divisor) for lo, hi in boxes]
+    crops = []
+    for lo, hi, labs in boxes:
+        crop = crop_around(lo - margin, hi + margin, mask.shape, min_size, divisor)
+        crops.append(Crop(crop.start, crop.stop, crop.pad, tuple(sorted(labs))))
+    return crops
 
 
 def volume_to_slices(volume: np.ndarray) -> np.ndarray:
