@@ -17,8 +17,8 @@ nohup .venv/bin/python -m bidsfill.cli.train \
     --val-participant-label head01 gd01:right \
     --run-dir "$RUN_DIR" --arch pseudo3d --channels 24 48 96 --num-res-blocks 1 \
     --patch 64 64 6 --region 96 96 32 --prediction-type sample --beta-schedule cosine \
-    --steps 8000 --batch-size 2 --lr 2e-4 --warmup-steps 200 --ema-decay 0.999 \
+    --steps 4000 --batch-size 2 --lr 2e-4 --warmup-steps 200 --ema-decay 0.999 \
     --outside-weight 0.1 --checkpoint-every 100 --val-every 500 --val-steps 10 --val-cases 2 \
-    --mask-bank 768 --seed 0 --threads "$THREADS" --max-minutes "$MAX_MINUTES" \
+    --mask-bank 256 --seed 0 --threads "$THREADS" --max-minutes "$MAX_MINUTES" \
     >>"$RUN_DIR/train.out" 2>&1 &
 echo "training in the background: pid $! (log: $RUN_DIR/train.out)"
