@@ -1,58 +1,232 @@
-"""Report figures: the lesion region before and after filling, with the mask contour."""
+"""Report figures of one filled T1w: lesion mosaics, zoomed per-lesion flickers,
+segmentation before/after and the uncertainty map.
+
+Every function writes one file into the subject's ``figures/`` folder and returns its
+path; the HTML only links them.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from scipy import ndimage
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+from bidsfill.report.flicker import flicker_svg
+from bidsfill.report.render import (
+    ORIENTATIONS,
+    Volume,
+    compose,
+    label,
+    lesion_slices,
+    png_bytes,
+    render_tile,
+    save_png,
+)
 
-__all__ = ["before_after_figure"]
+__all__ = [
+    "Cluster",
+    "box_around",
+    "cluster_flickers",
+    "find_clusters",
+    "lesion_mosaic",
+    "segmentation_flicker",
+    "uncertainty_figure",
+]
+
+_CONN26 = np.ones((3, 3, 3), bool)  # the connectivity of the sidecars' LesionCount
 
 
-def _slices_through(mask: np.ndarray) -> tuple[int, int, int]:
-    if not mask.any():
-        return tuple(s // 2 for s in mask.shape)  # type: ignore[return-value]
-    # The slice of each axis with the most lesion voxels shows the lesions best.
-    return tuple(
-        int(np.argmax(mask.sum(axis=tuple(a for a in range(3) if a != ax)))) for ax in range(3)
-    )  # type: ignore[return-value]
+@dataclass(frozen=True)
+class Cluster:
+    """One connected lesion (26-connectivity), largest first."""
+
+    index: int
+    voxels: int
+    volume_ml: float
+    centre: tuple[int, int, int]
+    box: tuple[slice, slice, slice]
 
 
-def before_after_figure(
-    original: np.ndarray, filled: np.ndarray, mask: np.ndarray, out_file: str | Path
+def box_around(
+    region: np.ndarray, zooms: tuple[float, ...], margin_mm: float, min_mm: float = 0.0
+) -> tuple[slice, slice, slice]:
+    """Bounding box of ``region`` grown by ``margin_mm`` and to at least ``min_mm`` a side."""
+    if not region.any():
+        return tuple(slice(0, s) for s in region.shape)  # type: ignore[return-value]
+    coords = np.nonzero(region)
+    box = []
+    for ax, size in enumerate(region.shape):
+        lo, hi = int(coords[ax].min()), int(coords[ax].max()) + 1
+        grow = int(np.ceil(margin_mm / zooms[ax]))
+        lo, hi = lo - grow, hi + grow
+        short = int(np.ceil(min_mm / zooms[ax])) - (hi - lo)
+        if short > 0:
+            lo, hi = lo - short // 2, hi + short - short // 2
+        box.append(slice(max(0, lo), min(size, hi)))
+    return tuple(box)  # type: ignore[return-value]
+
+
+def find_clusters(mask: np.ndarray, zooms: tuple[float, ...]) -> list[Cluster]:
+    """Connected lesions, largest first, with their volume and a 3D box for zooming."""
+    labels, count = ndimage.label(mask, structure=_CONN26)
+    if count == 0:
+        return []
+    sizes = np.bincount(labels.ravel())[1:]
+    voxel_ml = float(np.prod(zooms[:3])) / 1000.0
+    clusters = []
+    for rank, lab in enumerate(np.argsort(-sizes, kind="stable") + 1, start=1):
+        region = labels == lab
+        coords = np.nonzero(region)
+        # The centre is the voxel of the cluster nearest its centroid (always inside it).
+        centroid = np.array([c.mean() for c in coords])
+        nearest = np.argmin(((np.stack(coords).T - centroid) ** 2).sum(1))
+        centre = tuple(int(c[nearest]) for c in coords)
+        clusters.append(
+            Cluster(
+                index=rank,
+                voxels=int(sizes[lab - 1]),
+                volume_ml=round(int(sizes[lab - 1]) * voxel_ml, 3),
+                centre=centre,  # type: ignore[arg-type]
+                box=box_around(region, zooms, margin_mm=10.0, min_mm=32.0),
+            )
+        )
+    return clusters
+
+
+def lesion_mosaic(
+    t1w: Volume,
+    mask: np.ndarray,
+    vrange: tuple[float, float],
+    brain_box: tuple[slice, slice, slice],
+    out_file: Path,
+    n_slices: int = 7,
 ) -> Path:
-    """Axial, coronal and sagittal slices through the lesions: original (top) and filled.
+    """Rows of axial, coronal and sagittal slices through the lesions, red lesion outline."""
+    rows = []
+    for name, axis in ORIENTATIONS.items():
+        row = []
+        for index in lesion_slices(mask, axis, n_slices):
+            tile = render_tile(t1w.data, t1w.zooms, axis, index, vrange=vrange,
+                               box=brain_box, mask=mask, px_per_mm=1.25)  # fmt: skip
+            row.append(label(tile, f"{name} {index}"))
+        rows.append(row)
+    return save_png(compose(rows), out_file)
 
-    The lesion outline is drawn in red on both rows so a reader sees what was replaced.
-    """
-    mask = np.asarray(mask, bool)
-    centre = _slices_through(mask)
-    brain = original[original > 0]
-    vmin, vmax = np.percentile(brain, [1, 99.5]) if brain.size else (0, 1)
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6), facecolor="black")
-    for col, axis in enumerate((2, 1, 0)):
-        for row, (image, title) in enumerate(((original, "original"), (filled, "filled"))):
-            ax = axes[row, col]
-            sl = [slice(None)] * 3
-            sl[axis] = centre[axis]
-            plane = np.rot90(image[tuple(sl)])
-            outline = np.rot90(mask[tuple(sl)])
-            ax.imshow(plane, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-            if outline.any():
-                edge = outline & ~ndimage.binary_erosion(outline)
-                overlay = np.ma.masked_where(~edge, edge)
-                ax.imshow(overlay, cmap="autumn", alpha=0.9, interpolation="nearest")
-            ax.set_axis_off()
-            if col == 0:
-                ax.set_title(title, color="white", loc="left", fontsize=10)
-    fig.tight_layout()
-    out_file = Path(out_file)
+
+def cluster_flickers(
+    original: Volume,
+    filled: np.ndarray,
+    mask: np.ndarray,
+    clusters: list[Cluster],
+    vrange: tuple[float, float],
+    out_dir: Path,
+    stem: str,
+    max_clusters: int = 8,
+) -> list[tuple[Cluster, Path]]:
+    """Per lesion: zoomed axial/coronal/sagittal views, before and after, as a flicker SVG."""
+    written = []
+    for cluster in clusters[:max_clusters]:
+        extent_mm = max(
+            (s.stop - s.start) * z for s, z in zip(cluster.box, original.zooms, strict=True)
+        )
+        px_per_mm = 150.0 / extent_mm
+        frames = []
+        for image in (original.data, filled):
+            tiles = [
+                render_tile(image, original.zooms, axis, cluster.centre[axis], vrange=vrange,
+                            box=cluster.box, mask=mask, px_per_mm=px_per_mm)
+                for axis in ORIENTATIONS.values()
+            ]  # fmt: skip
+            frames.append(compose([tiles]))
+        height, width = frames[0].shape[:2]
+        svg = flicker_svg(
+            png_bytes(frames[0]), png_bytes(frames[1]), width, height,
+            labels=("original", "filled"),
+            title=f"lesion {cluster.index}: {cluster.volume_ml} ml",
+        )  # fmt: skip
+        written.append((cluster, _write_text(svg, out_dir / f"{stem}_desc-lesion{cluster.index:02d}_T1w.svg")))  # fmt: skip
+    return written
+
+
+def segmentation_flicker(
+    original: Volume,
+    filled: np.ndarray,
+    dseg_orig: np.ndarray,
+    dseg_filled: np.ndarray,
+    mask: np.ndarray,
+    centre: tuple[int, int, int],
+    vrange: tuple[float, float],
+    brain_box: tuple[slice, slice, slice],
+    out_file: Path,
+) -> Path:
+    """GM/WM/CSF over the T1w through ``centre``: original's segmentation, then filled's."""
+    frames = []
+    for image, dseg in ((original.data, dseg_orig), (filled, dseg_filled)):
+        tiles = [
+            render_tile(image, original.zooms, axis, centre[axis], vrange=vrange, box=brain_box,
+                        mask=mask, labels=dseg, px_per_mm=1.25)
+            for axis in ORIENTATIONS.values()
+        ]  # fmt: skip
+        frames.append(compose([tiles]))
+    height, width = frames[0].shape[:2]
+    svg = flicker_svg(png_bytes(frames[0]), png_bytes(frames[1]), width, height,
+                      labels=("segmentation of the original", "segmentation of the filled"),
+                      title="tissue segmentation before and after filling")  # fmt: skip
+    return _write_text(svg, out_file)
+
+
+def uncertainty_figure(
+    filled: Volume,
+    std: np.ndarray,
+    mask: np.ndarray,
+    vrange: tuple[float, float],
+    out_file: Path,
+) -> Path:
+    """The standard deviation of the independent fills over the filled T1w, with a scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = np.where(mask, std, 0.0)
+    box = box_around(mask, filled.zooms, margin_mm=15.0, min_mm=40.0)
+    peak = np.unravel_index(int(np.argmax(shown)), shown.shape) if shown.any() else None
+    vmax = float(np.percentile(shown[mask], 99)) if mask.any() else 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), facecolor="black")
+    image = None
+    for ax, (name, axis) in zip(axes, ORIENTATIONS.items(), strict=True):
+        index = int(peak[axis]) if peak is not None else mask.shape[axis] // 2
+        sl = list(box)
+        sl[axis] = index
+        aspect = _aspect(filled.zooms, axis)
+        ax.imshow(np.rot90(filled.data[tuple(sl)]), cmap="gray", vmin=vrange[0], vmax=vrange[1],
+                  interpolation="nearest", aspect=aspect)  # fmt: skip
+        overlay = np.rot90(np.ma.masked_where(~mask[tuple(sl)], shown[tuple(sl)]))
+        image = ax.imshow(overlay, cmap="inferno", vmin=0, vmax=max(vmax, 1e-6),
+                          interpolation="nearest", aspect=aspect)  # fmt: skip
+        ax.set_title(f"{name} {index}", color="white", fontsize=9)
+        ax.set_axis_off()
+    bar = fig.colorbar(image, ax=list(axes), shrink=0.8)
+    bar.set_label("std of the fills (T1w units)", color="white")
+    bar.ax.tick_params(colors="white")
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_file, dpi=80, facecolor="black")
+    tmp = out_file.with_name(out_file.name + ".part")
+    fig.savefig(tmp, dpi=90, facecolor="black", format="png")
     plt.close(fig)
+    tmp.replace(out_file)
     return out_file
+
+
+def _aspect(zooms: tuple[float, float, float], axis: int) -> float:
+    a, b = (ax for ax in range(3) if ax != axis)
+    return zooms[b] / zooms[a]
+
+
+def _write_text(text: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

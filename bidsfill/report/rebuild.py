@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,12 @@ def summary_from_outputs(output_dir: Path, filled_sidecar: Path) -> dict[str, An
     for desc in ("orig", "filled"):
         path = anat / f"{stem}_desc-{desc}_dseg.json"
         seg[desc] = json.loads(path.read_text()) if path.exists() else {}
-    files = sorted(p.relative_to(output_dir).as_posix() for p in anat.glob(f"{stem}_*.nii.gz"))
+    # Only this run's files: "sub-01_*" must not pick up "sub-01_run-2_*".
+    files = sorted(
+        p.relative_to(output_dir).as_posix()
+        for p in anat.glob(f"{stem}_*.nii.gz")
+        if re.split(r"_(?:label|desc)-", p.name)[0] == stem
+    )
     description = json.loads((output_dir / "dataset_description.json").read_text())
     raw_root = description.get("DatasetLinks", {}).get("raw", "")
     raw_source = next((s for s in filled.get("Sources", []) if s.startswith("bids:raw:")), "")

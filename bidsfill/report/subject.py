@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
-
 from bidsfill import __version__
-from bidsfill.report.figures import before_after_figure
+from bidsfill.report.html import esc, kv_table, page, pre, table, write_page
+from bidsfill.report.provenance import find_run_log, package_versions, write_citation
+from bidsfill.report.run_section import run_section
 
 __all__ = ["write_subject_report"]
 
 
-def _table(rows: list[tuple[str, Any]]) -> str:
-    cells = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
-    )
-    return f"<table>{cells}</table>"
+def _list(items: list[str], cls: str) -> str:
+    if not items:
+        return "<p>None.</p>"
+    return "".join(f'<p class="{cls}">{esc(i)}</p>' for i in dict.fromkeys(items))
 
 
 def write_subject_report(
@@ -31,87 +28,70 @@ def write_subject_report(
     log_dir: Path | None = None,
     config_file: Path | None = None,
 ) -> Path:
-    """Write ``sub-<subject>.html`` summarising every filled T1w of the subject."""
+    """Write ``sub-<subject>.html`` with one section per filled T1w of the subject.
+
+    ``log_dir`` is the run's ``sub-X/log/<run_uuid>``; without it (``--reports-only``)
+    the newest log folder of a filling run is used.
+    """
     output_dir = Path(output_dir)
     fig_dir = output_dir / f"sub-{subject}" / "figures"
-    sections = []
-    all_warnings = list(warnings or [])
-    for summary in summaries:
-        filled_meta = summary["filled"]
-        files = {Path(f).name: output_dir / f for f in summary["files"]}
-        filled_path = next(p for n, p in files.items() if "_desc-filled_T1w" in n)
-        mask_path = next(p for n, p in files.items() if "_label-lesion_mask" in n)
-        stem = filled_path.name.split("_desc-filled")[0]
-        original = (
-            np.asarray(
-                nib.load(str(Path(summary["bids_dir"]) / summary["source"])).get_fdata(), np.float32
-            )
-            if "bids_dir" in summary
-            else None
+    runs = [run_section(s, output_dir, fig_dir) for s in summaries]
+    all_warnings = list(warnings or []) + [w for r in runs for w in r.warnings]
+    log = find_run_log(output_dir, subject, log_dir)
+    config_text = log.config_text
+    if not config_text and config_file and Path(config_file).is_file():
+        config_text = Path(config_file).read_text()
+
+    overview = table(
+        ["T1w", "Method", "Lesions", "Volume (ml)", "Fill time (s)", "Device"],
+        [(f'<a href="#{esc(r.anchor)}">{esc(r.title)}</a>', s["filled"].get("Method"),
+          s["filled"].get("LesionCount"), s["filled"].get("LesionVolumeML"),
+          s["filled"].get("FillSeconds"), s["filled"].get("Device"))
+         for r, s in zip(runs, summaries, strict=True)],
+        raw_columns=(0,),
+    )  # fmt: skip
+    summary_html = f"<p>{len(runs)} T1w image(s) filled.</p>{overview}<h3>Warnings</h3>" + _list(
+        all_warnings, "warn"
+    )
+    sections = [("summary", "Summary", summary_html)]
+    sections += [(r.anchor, r.title, r.html) for r in runs]
+
+    seeds = sorted({str(s["filled"].get("Seed")) for s in summaries})
+    checksums = sorted({str(s["filled"]["ModelSHA256"]) for s in summaries
+                        if s["filled"].get("ModelSHA256")})  # fmt: skip
+    prov = (
+        "<h3>Software</h3>"
+        + table(["Package", "Version"], sorted(package_versions().items()))
+        + "<h3>Run</h3>"
+        + kv_table(
+            [
+                ("Command line", log.command_line),
+                ("Run", log.folder.name if log.folder else "n/a"),
+                ("Seed", ", ".join(seeds)),
+                ("Weights sha256", ", ".join(checksums) or "n/a (classical method)"),
+            ]
+        )  # fmt: skip
+        + "<h3>Configuration</h3>"
+        + (pre(config_text) if config_text else "<p>No configuration file was found.</p>")
+    )
+    sections.append(("provenance", "Provenance", prov))
+
+    if log.crashes:
+        errors = "".join(
+            f'<details class="error"><summary>{esc(c.name)}</summary>'
+            f"{pre(c.read_text(errors='replace'))}</details>"
+            for c in log.crashes
         )
-        filled = np.asarray(nib.load(str(filled_path)).get_fdata(), np.float32)
-        mask = np.asarray(nib.load(str(mask_path)).dataobj) > 0
-        if original is None:
-            original = filled
-        figure = before_after_figure(original, filled, mask, fig_dir / f"{stem}_desc-fill_T1w.png")
-        all_warnings += summary["mask"].get("Warnings", [])
-        vols = summary["segmentation"]
-        tissue_rows = "".join(
-            f"<tr><td>{c}</td><td>{vols['orig']['TissueVolumesML'][c]:.1f}</td>"
-            f"<td>{vols['filled']['TissueVolumesML'][c]:.1f}</td>"
-            f"<td>{vols['filled']['TissueVolumesML'][c] - vols['orig']['TissueVolumesML'][c]:+.1f}</td></tr>"
-            for c in ("GM", "WM", "CSF")
-        )
-        rows = [
-            ("Source", summary["source"]),
-            ("Lesion mask", summary["mask_source"]),
-            ("Mask alignment", filled_meta.get("MaskAlignment")),
-            (
-                "Lesions",
-                f"{filled_meta.get('LesionCount')} ({filled_meta.get('LesionVolumeML')} ml)",
-            ),
-            ("Method", filled_meta.get("Method")),
-            ("Model", f"{filled_meta.get('ModelName', '-')} {filled_meta.get('ModelSHA256', '')}"),
-            (
-                "Sampler / steps",
-                f"{filled_meta.get('Sampler', '-')} / {filled_meta.get('Steps', '-')}",
-            ),
-            ("Device", filled_meta.get("Device")),
-            ("Fill seconds", filled_meta.get("FillSeconds")),
-            ("Seed", filled_meta.get("Seed")),
-            ("Segmenter", vols["filled"]["Segmenter"]),
-        ]
-        rel = figure.relative_to(output_dir).as_posix()
-        sections.append(
-            f"<h2>{html.escape(stem)}</h2>{_table(rows)}"
-            f'<figure><img src="{rel}" alt="lesions before and after filling">'
-            "<figcaption>Slices through the lesions: original (top), filled (bottom); "
-            "red: lesion outline.</figcaption></figure>"
-            "<table><tr><th>Tissue</th><th>Original (ml)</th><th>Filled (ml)</th>"
-            f"<th>Change</th></tr>{tissue_rows}</table>"
-        )
-    warn_html = "".join(f"<li>{html.escape(w)}</li>" for w in all_warnings) or "<li>none</li>"
-    config_text = ""
-    if config_file and Path(config_file).exists():
-        config_text = (
-            f"<h2>Configuration</h2><pre>{html.escape(Path(config_file).read_text())}</pre>"
-        )
-    crashes = sorted(Path(log_dir).glob("crash-*")) if log_dir and Path(log_dir).exists() else []
-    crash_html = "".join(f"<li>{html.escape(c.name)}</li>" for c in crashes) or "<li>none</li>"
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>bidsfill: sub-{html.escape(subject)}</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:auto}}
-th{{text-align:left;padding-right:1em}} img{{max-width:100%}}</style></head>
-<body><h1>bidsfill report: sub-{html.escape(subject)}</h1>
-<p>bidsfill {__version__}</p>
-{"".join(sections)}
-<h2>Warnings</h2><ul>{warn_html}</ul>
-<h2>Errors</h2><ul>{crash_html}</ul>
-{config_text}
-</body></html>
-"""
+    else:
+        errors = "<p>No errors were reported.</p>"
+    sections.append(("errors", "Errors", errors))
+
+    citation = write_citation(output_dir)
+    sections.append((
+        "citation", "Citation",
+        f"<p>Also in <code>{esc(citation.relative_to(output_dir).as_posix())}</code>.</p>"
+        + pre(citation.read_text()),
+    ))  # fmt: skip
+    header = f"<p>bidsfill {esc(__version__)}</p>"
     out = output_dir / f"sub-{subject}.html"
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text(page)
-    tmp.replace(out)
-    return out
+    return write_page(page(f"bidsfill: sub-{subject}", sections, header), out)

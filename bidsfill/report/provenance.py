@@ -1,0 +1,208 @@
+"""Provenance for the reports: package versions, the run's config and command line, its
+crash files, and the citation boilerplate (``<out>/logs/CITATION.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RunLog",
+    "citation_markdown",
+    "find_run_log",
+    "package_versions",
+    "write_citation",
+]
+
+PACKAGES = ("bidsfill", "torch", "monai", "nipype", "antspyx", "nibabel", "pybids", "numpy")
+
+_REFS = {
+    "battaglini": "Battaglini M, Jenkinson M, De Stefano N. Evaluating and reducing the impact "
+    "of white matter lesions on brain volume measurements. Hum Brain Mapp. 2012;33(9):2062-71. "
+    "doi:10.1002/hbm.21344",
+    "fsl": "Jenkinson M, Beckmann CF, Behrens TEJ, Woolrich MW, Smith SM. FSL. NeuroImage. "
+    "2012;62(2):782-90. doi:10.1016/j.neuroimage.2011.09.015",
+    "ants": "Avants BB, Tustison NJ, Song G, Cook PA, Klein A, Gee JC. A reproducible evaluation "
+    "of ANTs similarity metric performance in brain image registration. NeuroImage. "
+    "2011;54(3):2033-44. doi:10.1016/j.neuroimage.2010.09.025",
+    "guizard": "Guizard N, Nakamura K, Coupé P, Fonov VS, Arnold DL, Collins DL. Non-local means "
+    "inpainting of MS lesions in longitudinal image processing. Front Neurosci. 2015;9:456. "
+    "doi:10.3389/fnins.2015.00456",
+    "prados": "Prados F, Cardoso MJ, Kanber B, et al. A multi-time-point modality-agnostic "
+    "patch-based method for lesion filling in multiple sclerosis. NeuroImage. 2016;139:376-84. "
+    "doi:10.1016/j.neuroimage.2016.06.053",
+    "durrer": "Durrer A, Wolleb J, Bieder F, et al. Denoising diffusion models for 3D healthy "
+    "brain tissue inpainting. In: Deep Generative Models (DGM4MICCAI 2024), LNCS 15224. "
+    "Springer; 2025. arXiv:2403.14499",
+    "friedrich": "Friedrich P, Durrer A, Wolleb J, Cattin PC. cWDM: Conditional wavelet "
+    "diffusion models for cross-modality 3D medical image synthesis. arXiv:2411.17203 (2024)",
+    "repaint": "Lugmayr A, Danelljan M, Romero A, Yu F, Timofte R, Van Gool L. RePaint: "
+    "Inpainting using denoising diffusion probabilistic models. CVPR 2022:11461-71",
+    "ddpm": "Ho J, Jain A, Abbeel P. Denoising diffusion probabilistic models. NeurIPS 2020",
+    "ddim": "Song J, Meng C, Ermon S. Denoising diffusion implicit models. ICLR 2021",
+    "atropos": "Avants BB, Tustison NJ, Wu J, Cook PA, Gee JC. An open source multivariate "
+    "framework for n-tissue segmentation with evaluation on public data. Neuroinformatics. "
+    "2011;9(4):381-400. doi:10.1007/s12021-011-9109-y",
+    "fast": "Zhang Y, Brady M, Smith S. Segmentation of brain MR images through a hidden Markov "
+    "random field model and the expectation-maximization algorithm. IEEE Trans Med Imaging. "
+    "2001;20(1):45-57. doi:10.1109/42.906424",
+    "nipype": "Gorgolewski K, Burns CD, Madison C, et al. Nipype: a flexible, lightweight and "
+    "extensible neuroimaging data processing framework in Python. Front Neuroinform. 2011;5:13. "
+    "doi:10.3389/fninf.2011.00013",
+}
+
+_METHODS = {
+    "nawm": ("with normal-appearing white matter intensities drawn around each lesion, as in "
+             "FSL's lesion_filling", ["battaglini"]),
+    "fsl": ("with FSL's lesion_filling", ["battaglini", "fsl"]),
+    "ring": ("with draws from the brighter voxels of a ring around each lesion, as in ANTs' "
+             "LesionFilling", ["ants"]),
+    "nonlocal": ("from the border inwards with a patch-based non-local means estimate",
+                 ["guizard", "prados"]),
+    "pseudo3d": ("with a conditional pseudo-3D denoising diffusion model (2D convolutions "
+                 "followed by 1D convolutions along z)", ["durrer", "ddpm"]),
+    "slicewise": ("with a conditional 2D slice-wise denoising diffusion model",
+                  ["durrer", "ddpm"]),
+    "wdm3d": ("with a conditional 3D wavelet diffusion model", ["friedrich", "durrer", "ddpm"]),
+    "repaint": ("with an unconditional denoising diffusion model made to inpaint by RePaint "
+                "resampling", ["repaint", "ddpm"]),
+}  # fmt: skip
+
+_SEGMENTERS = {
+    "ants-atropos": ("ANTs Atropos (antspyx)", ["atropos"]),
+    "fsl-fast": ("FSL FAST", ["fast"]),
+}
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """What ``sub-X/log/<run_uuid>/`` tells about the run that made the outputs."""
+
+    folder: Path | None
+    config_text: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    crashes: list[Path] = field(default_factory=list)
+
+    @property
+    def command_line(self) -> str:
+        args = self.config.get("execution", {}).get("cmdline")
+        return "bidsfill " + shlex.join(args) if args else "n/a"
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape the outputs (read, not imported)."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def find_run_log(output_dir: Path, subject: str, log_dir: Path | None = None) -> RunLog:
+    """The log folder of the run (``log_dir``, else the newest that filled, not a rebuild)."""
+    if log_dir is None:
+        folders = sorted((Path(output_dir) / f"sub-{subject}" / "log").glob("*/"), reverse=True)
+        filling = [
+            f for f in folders
+            if not _read_toml(f / "bidsfill.toml").get("execution", {}).get("reports_only")
+        ]  # fmt: skip
+        log_dir = (filling or folders or [None])[0]
+    if log_dir is None or not Path(log_dir).exists():
+        return RunLog(folder=None)
+    config_file = Path(log_dir) / "bidsfill.toml"
+    text = config_file.read_text() if config_file.exists() else ""
+    return RunLog(
+        folder=Path(log_dir),
+        config_text=text,
+        config=_read_toml(config_file) if text else {},
+        crashes=sorted(Path(log_dir).glob("crash-*")),
+    )
+
+
+def citation_markdown(filled_sidecars: list[dict[str, Any]], segmenters: set[str]) -> str:
+    """Methods text and references for the methods and segmenters actually used."""
+    keys: list[str] = ["nipype"]
+    sentences = []
+    for method in sorted({str(s.get("Method")) for s in filled_sidecars}):
+        text, refs = _METHODS.get(method, (f"with the `{method}` method", []))
+        models = sorted({f"{s.get('ModelName')} (sha256 {s.get('ModelSHA256')})"
+                         for s in filled_sidecars if s.get("Method") == method
+                         and s.get("ModelName")})  # fmt: skip
+        samplers = sorted({f"{s.get('Sampler')} with {s.get('Steps')} steps"
+                           for s in filled_sidecars if s.get("Method") == method
+                           and s.get("Sampler")})  # fmt: skip
+        if "ddim" in " ".join(samplers):
+            refs = [*refs, "ddim"]
+        cite = ", ".join(f"[{_ref_number(keys, r)}]" for r in refs)
+        extra = ""
+        if models:
+            extra += f" The model weights were {', '.join(models)}."
+        if samplers:
+            extra += f" Sampling used {', '.join(samplers)}."
+        sentences.append(f"Lesions were filled {text} {cite}.{extra}".replace(" .", "."))
+    for segmenter in sorted(segmenters):
+        name, refs = _SEGMENTERS.get(segmenter, (segmenter, []))
+        cite = ", ".join(f"[{_ref_number(keys, r)}]" for r in refs)
+        sentences.append(
+            f"Grey matter, white matter and cerebrospinal fluid were segmented with {name} "
+            f"{cite} in the original and in the filled image.".replace(" .", ".")
+        )
+    version = package_versions()["bidsfill"]
+    nipype_ref = _ref_number(keys, "nipype")
+    lines = [
+        "# Citing this bidsfill run",
+        "",
+        "The following boilerplate describes the processing; copy it into your methods.",
+        "",
+        f"Lesions in the T1-weighted images were filled with bidsfill {version}, which is "
+        f"based on Nipype [{nipype_ref}]. " + " ".join(sentences),
+        "",
+        "## References",
+        "",
+        *(f"{i}. {_REFS[k]}" for i, k in enumerate(keys, start=1)),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _ref_number(keys: list[str], key: str) -> int:
+    if key not in keys:
+        keys.append(key)
+    return keys.index(key) + 1
+
+
+def write_citation(output_dir: Path) -> Path:
+    """Write ``<out>/logs/CITATION.md`` for every filled T1w in the dataset."""
+    output_dir = Path(output_dir)
+    sidecars, segmenters = [], set()
+    for path in sorted(output_dir.glob("sub-*/**/anat/*_desc-filled_T1w.json")):
+        sidecars.append(json.loads(path.read_text()))
+    for path in sorted(output_dir.glob("sub-*/**/anat/*_dseg.json")):
+        segmenter = json.loads(path.read_text()).get("Segmenter")
+        if segmenter:
+            segmenters.add(str(segmenter))
+    out = output_dir / "logs" / "CITATION.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{id(sidecars)}.part")
+    tmp.write_text(citation_markdown(sidecars, segmenters))
+    tmp.replace(out)
+    return out
