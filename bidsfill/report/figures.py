@@ -105,11 +105,12 @@ def lesion_mosaic(
 ) -> Path:
     """Rows of axial, coronal and sagittal slices through the lesions, red lesion outline."""
     rows = []
+    px_per_mm = _scale(brain_box, t1w.zooms, 160)
     for name, axis in ORIENTATIONS.items():
         row = []
         for index in lesion_slices(mask, axis, n_slices):
             tile = render_tile(t1w.data, t1w.zooms, axis, index, vrange=vrange,
-                               box=brain_box, mask=mask, px_per_mm=1.25)  # fmt: skip
+                               box=brain_box, mask=mask, px_per_mm=px_per_mm)  # fmt: skip
             row.append(label(tile, f"{name} {index}"))
         rows.append(row)
     return save_png(compose(rows), out_file)
@@ -128,10 +129,7 @@ def cluster_flickers(
     """Per lesion: zoomed axial/coronal/sagittal views, before and after, as a flicker SVG."""
     written = []
     for cluster in clusters[:max_clusters]:
-        extent_mm = max(
-            (s.stop - s.start) * z for s, z in zip(cluster.box, original.zooms, strict=True)
-        )
-        px_per_mm = 150.0 / extent_mm
+        px_per_mm = _scale(cluster.box, original.zooms, 150)
         frames = []
         for image in (original.data, filled):
             tiles = [
@@ -163,10 +161,11 @@ def segmentation_flicker(
 ) -> Path:
     """GM/WM/CSF over the T1w through ``centre``: original's segmentation, then filled's."""
     frames = []
+    px_per_mm = _scale(brain_box, original.zooms, 260)
     for image, dseg in ((original.data, dseg_orig), (filled, dseg_filled)):
         tiles = [
             render_tile(image, original.zooms, axis, centre[axis], vrange=vrange, box=brain_box,
-                        mask=mask, labels=dseg, px_per_mm=1.25)
+                        mask=mask, labels=dseg, px_per_mm=px_per_mm)
             for axis in ORIENTATIONS.values()
         ]  # fmt: skip
         frames.append(compose([tiles]))
@@ -217,6 +216,12 @@ def uncertainty_figure(
     plt.close(fig)
     tmp.replace(out_file)
     return out_file
+
+
+def _scale(box: tuple[slice, slice, slice], zooms: tuple[float, ...], pixels: int) -> float:
+    """Pixels per mm that draw the longest side of ``box`` in about ``pixels`` (>= 1)."""
+    extent_mm = max((b.stop - b.start) * z for b, z in zip(box, zooms, strict=True))
+    return max(1.0, pixels / max(extent_mm, 1.0))
 
 
 def _aspect(zooms: tuple[float, float, float], axis: int) -> float:
