@@ -31,6 +31,8 @@ class _SubjectReportOutputSpec(TraitedSpec):
 
 
 class SubjectReport(SimpleInterface):
+    """Write ``sub-X.html`` and its figures from the run summaries of one subject."""
+
     input_spec = _SubjectReportInputSpec
     output_spec = _SubjectReportOutputSpec
 
