@@ -114,3 +114,30 @@ def test_mask_on_flair_grid_follows_registration(tmp_path):
     naive = align_mask(t1w, mask).mask  # world-coordinate resampling ignores the 4 mm shift
     naive_dice = 2 * (naive & truth).sum() / (naive.sum() + truth.sum())
     assert dice > 0.6 and dice > naive_dice
+
+
+def test_fill_image_reorients_to_ras_and_back():
+    """Fillers see RAS arrays (third axis axial) whatever the storage orientation."""
+    from bidsfill.fill.base import _REGISTRY, fill_image
+
+    seen = {}
+
+    def probe(image, mask, *, zooms, seed, **params):
+        from bidsfill.fill.base import FillResult
+
+        seen["zooms"], seen["image"] = zooms, image
+        return FillResult(filled=image + 1.0)
+
+    _REGISTRY["_probe"] = probe
+    try:
+        data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+        mask = np.zeros(data.shape, bool)
+        mask[1, 2, 3] = True
+        lps_like = np.array([[0, 0, -2.0, 0], [-1.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 0, 1]])
+        result = fill_image(data, mask, method="_probe", zooms=(1.0, 3.0, 2.0), affine=lps_like)
+        assert seen["zooms"] == (2.0, 1.0, 3.0)
+        assert seen["image"].shape == (6, 4, 5)
+        assert result.filled[1, 2, 3] == data[1, 2, 3] + 1.0
+        assert np.array_equal(result.filled[~mask], data[~mask])
+    finally:
+        del _REGISTRY["_probe"]

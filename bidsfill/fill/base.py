@@ -109,12 +109,15 @@ def fill_image(
     method: str,
     zooms: tuple[float, float, float],
     seed: int = 0,
+    affine: np.ndarray | None = None,
     **params: Any,
 ) -> FillResult:
     """Fill ``image`` inside ``mask`` with ``method``; outside the mask the input is kept.
 
     This is the one place where filled values are written into the image, so the
-    outside-mask invariant holds for every method.
+    outside-mask invariant holds for every method. With ``affine`` the arrays are given
+    to the filler in RAS orientation (the slice-wise diffusion models take the third
+    axis as axial), and the result is turned back to the input's orientation.
     """
     image = np.asarray(image, dtype=np.float32)
     mask = np.asarray(mask).astype(bool)
@@ -123,15 +126,48 @@ def fill_image(
     if not mask.any():
         return FillResult(filled=image.copy(), params={"empty_mask": True})
     filler = get_filler(method)
+    to_ras, from_ras = _orientation_maps(affine, image.ndim)
+    zooms_ras = list(zooms)
+    if to_ras is not None:  # to_ras[i, 0] is the RAS axis that input axis i becomes
+        for axis, new_axis in enumerate(to_ras[:, 0].astype(int)):
+            zooms_ras[new_axis] = zooms[axis]
     start = time.perf_counter()
-    result = filler(image, mask, zooms=tuple(float(z) for z in zooms), seed=int(seed), **params)
+    result = filler(
+        _reorient(image, to_ras),
+        _reorient(mask, to_ras),
+        zooms=tuple(float(z) for z in zooms_ras),
+        seed=int(seed),
+        **params,
+    )
     seconds = time.perf_counter() - start
     out = image.copy()
-    out[mask] = np.asarray(result.filled, dtype=np.float32)[mask]
+    filled = _reorient(np.asarray(result.filled, dtype=np.float32), from_ras)
+    out[mask] = filled[mask]
     std = None
     if result.std is not None:
         std = np.zeros_like(image)
-        std[mask] = np.asarray(result.std, dtype=np.float32)[mask]
+        std[mask] = _reorient(np.asarray(result.std, dtype=np.float32), from_ras)[mask]
     return FillResult(
         filled=out, std=std, params=dict(result.params), device=result.device, seconds=seconds
     )
+
+
+def _orientation_maps(affine: np.ndarray | None, ndim: int):
+    """nibabel orientation transforms input->RAS and back (None when already RAS)."""
+    if affine is None or ndim != 3:
+        return None, None
+    from nibabel import orientations as ornt
+
+    current = ornt.io_orientation(np.asarray(affine))
+    ras = ornt.axcodes2ornt(("R", "A", "S"))
+    if np.array_equal(current, ras):
+        return None, None
+    return ornt.ornt_transform(current, ras), ornt.ornt_transform(ras, current)
+
+
+def _reorient(array: np.ndarray, transform) -> np.ndarray:
+    if transform is None:
+        return array
+    from nibabel.orientations import apply_orientation
+
+    return np.ascontiguousarray(apply_orientation(array, transform))

@@ -57,6 +57,7 @@ class FillLesions(SimpleInterface):
             method=self.inputs.method,
             zooms=t1w.zooms,
             seed=self.inputs.seed,
+            affine=t1w.affine,
             **params,
         )
         out_file = Path(runtime.cwd) / "filled_T1w.nii.gz"
