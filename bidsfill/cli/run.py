@@ -213,6 +213,11 @@ def _run_participant() -> int:
         plugin_args.setdefault("raise_insufficient", False)
         if ny.mem_gb:
             plugin_args.setdefault("memory_gb", ny.mem_gb)
+    if ny.plugin.startswith("SLURM"):
+        import getpass
+
+        # Nipype's SLURM plugin names each job after $LOGNAME, which containers and CI lack.
+        os.environ.setdefault("LOGNAME", getpass.getuser())
     LOGGER.warning("Filling %d T1w image(s) of %d subject(s) with method %r (run %s).",
                    sum(r.mask is not None for r in runs), len(subjects),
                    config.workflow.method, ex.run_uuid)  # fmt: skip
