@@ -21,8 +21,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 D=${BIDSFILL_CTR_DIR:-/tmp/bidsfill-ctr}
-IMAGE=localhost/bidsfill:smoke
 TORCH_VERSION=${BIDSFILL_TORCH_VERSION:-2.13.0}
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' bidsfill/__init__.py)
+IMAGE=localhost/bidsfill:$VERSION # the Tag that dataset_description.json must record
 log() { printf '\n== %s\n' "$*"; }
 die() { printf 'container-smoke: FAILED: %s\n' "$*" >&2; exit 1; }
 
@@ -92,7 +93,9 @@ if [ -z "$WHEEL" ]; then
     WHEEL=$(ls "$D"/wheels/torch-"$TORCH_VERSION"*-cp"${PYVER/./}"-*.whl 2>/dev/null | head -n 1 || true)
     if [ -z "$WHEEL" ]; then
         log "pip download torch==$TORCH_VERSION (cp${PYVER/./}, no deps)"
-        python3 -m pip download -q "torch==$TORCH_VERSION" --no-deps --only-binary=:all: \
+        PY=python3
+        [ -x "$REPO/.venv/bin/python" ] && PY=$REPO/.venv/bin/python
+        "$PY" -m pip download -q "torch==$TORCH_VERSION" --no-deps --only-binary=:all: \
             --python-version "$PYVER" --platform manylinux_2_28_x86_64 -d "$D/wheels"
         WHEEL=$(ls "$D"/wheels/torch-"$TORCH_VERSION"*-cp"${PYVER/./}"-*.whl | head -n 1)
     fi
@@ -113,7 +116,6 @@ ln -f "$WHEEL" "$CTX_WHEEL" 2>/dev/null || cp "$WHEEL" "$CTX_WHEEL"
 echo "torch wheel: $WHEEL_NAME"
 
 # ---- build ---------------------------------------------------------------------------
-VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' bidsfill/__init__.py)
 log "podman build $IMAGE (INSTALL_FSL=0, TORCH_WHEEL=$WHEEL_NAME)"
 t0=$(date +%s)
 podman build --pull=never --layers \
@@ -167,24 +169,27 @@ mapfile -t FILLED < <(find "$R/out" -name '*desc-filled_T1w.nii.gz' | sort)
 [ ${#FILLED[@]} -gt 0 ] || die "no *desc-filled_T1w.nii.gz in the output"
 printf 'filled: %s\n' "${FILLED[@]#"$R/out/"}"
 [ -f "$R/out/group_T1w.tsv" ] || die "no group_T1w.tsv"
-python3 - "$R/out" "${FILLED[0]%.nii.gz}.json" <<'EOF'
+python3 - "$R/out" "${FILLED[0]%.nii.gz}.json" "$IMAGE" <<'EOF'
 import json
 import sys
 from pathlib import Path
 
-out, sidecar = Path(sys.argv[1]), Path(sys.argv[2])
+out, sidecar, image = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 desc = json.loads((out / "dataset_description.json").read_text())
 container = desc["GeneratedBy"][0].get("Container")
 assert container and container.get("Type") == "docker", f"no Container in GeneratedBy: {desc}"
-assert container.get("Tag", "").startswith("localhost/bidsfill:"), container
+assert container.get("Tag") == image, (container, image)
 print("dataset_description GeneratedBy.Container:", container)
 meta = json.loads(sidecar.read_text())
 print("filled sidecar: Method", meta.get("Method"), "| Device", meta.get("Device"))
+dseg = next(sidecar.parent.glob("*desc-filled_dseg.json"), None)
+if dseg is not None:
+    print("segmenter:", json.loads(dseg.read_text()).get("Segmenter"))
 htmls = sorted(p.name for p in out.glob("sub-*.html"))
 assert htmls, "no subject report"
 print("reports:", htmls)
 EOF
-OWNERS=$(find "$R/out" -newer "$R/tmp" -printf '%u\n' | sort -u | tr '\n' ' ')
+OWNERS=$(find "$R/out" -mindepth 1 -printf '%u(%U)\n' | sort -u | tr '\n' ' ')
 echo "output files owned by: $OWNERS"
 
 log "summary"
