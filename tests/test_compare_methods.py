@@ -88,3 +88,19 @@ def test_unavailable_method_is_a_row_with_a_note(cm):
     summary = cm.summarise(rows)
     assert summary[0]["n"] == 0 and summary[0]["brats_ssim"] is None
     assert "| wdm3d DDIM 10 | 0 | – |" in cm.table(summary)
+
+
+def test_default_specs_cover_every_method_and_sampler_setting(cm):
+    from bidsfill.fill import available_methods
+
+    labels = [s.label for s in cm.default_specs((10, 20), (1, 3))]
+    assert labels[0] == cm.BASELINE
+    assert {"nawm", "ring", "nonlocal"} <= set(labels)
+    assert [x for x in labels if x.startswith("pseudo3d")] == [
+        "pseudo3d DDIM 10",
+        "pseudo3d DDIM 20",
+        "pseudo3d DDIM 10 ×3",
+    ]
+    for name in ("slicewise", "wdm3d", "repaint"):
+        if name in available_methods():
+            assert sum(x.split()[0] == name for x in labels) == 1
