@@ -551,12 +551,34 @@ def write_tsv(rows: Sequence[dict[str, Any]], path: Path) -> None:
             writer.writerow(cells)
 
 
+def read_tsv(path: Path) -> list[dict[str, Any]]:
+    """Rows written by :func:`write_tsv` (numbers back as floats, 'n/a' as NaN)."""
+    rows = []
+    with path.open(newline="") as fh:
+        for raw in csv.DictReader(fh, delimiter="\t"):
+            row: dict[str, Any] = {}
+            for k, v in raw.items():
+                if v == "n/a":
+                    row[k] = math.nan
+                    continue
+                try:
+                    row[k] = float(v)
+                except ValueError:
+                    row[k] = v
+            for k in ("method", "case", "note", "segmenter"):
+                if k in row:
+                    row[k] = str(raw[k])
+            rows.append(row)
+    return rows
+
+
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Each metric against lesion volume, one marker series per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     metrics = [(k, h) for k, h, _ in METRICS if any(np.isfinite(r.get(k, math.nan)) for r in rows)]
     ncol = 4
@@ -565,7 +587,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     labels = [
         m
         for m in dict.fromkeys(r["method"] for r in rows)
-        if any("brats_ssim" in r for r in rows if r["method"] == m)
+        if any(np.isfinite(r.get("brats_ssim", math.nan)) for r in rows if r["method"] == m)
     ]
     markers = "osD^v<>ph*X"
     for ax, (key, head) in zip(axes.flat, metrics, strict=False):
@@ -576,6 +598,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
             x, y = zip(*pts, strict=True)
             ax.plot(x, y, marker=markers[j % len(markers)], label=label, lw=1, ms=5)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(sorted({round(r["lesion_ml"], 1) for r in rows}))
         ax.set_xlabel("lesion volume (ml)")
         ax.set_title(head, fontsize=10)
         ax.grid(alpha=0.3)
@@ -647,9 +672,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--tsv", type=Path, default=HERE / "compare_methods.tsv")
     parser.add_argument("--png", type=Path, default=HERE / "compare_methods.png")
+    parser.add_argument(
+        "--replot", action="store_true", help="only redraw the PNG from the existing TSV"
+    )
     args = parser.parse_args(argv)
     if args.worker:
         _worker(*args.worker)
+        return
+    if args.replot:
+        plot(read_tsv(args.tsv), args.png)
         return
 
     import torch

@@ -71,8 +71,11 @@ def test_compare_two_classical_methods(cm, tmp_path):
     cm.write_tsv(rows, tsv)
     lines = tsv.read_text().splitlines()
     assert len(lines) == 1 + len(rows) and "brats_psnr_01" in lines[0]
+    back = cm.read_tsv(tsv)
+    assert [r["method"] for r in back] == [r["method"] for r in rows]
+    assert back[1]["mae"] == pytest.approx(nawm["mae"], rel=1e-5)
     png = tmp_path / "plot.png"
-    cm.plot(rows, png)
+    cm.plot(back, png)
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
