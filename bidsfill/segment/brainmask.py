@@ -20,9 +20,11 @@ _MIN_BACKGROUND_FRACTION = 0.2
 _BACKGROUND_REL = 1e-3
 
 
-def _foreground(image: np.ndarray) -> np.ndarray:
-    """The largest connected non-background region, holes filled."""
-    fg = image > _BACKGROUND_REL * float(np.percentile(image, 99.9))
+def _foreground(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """The largest connected region above ``threshold`` (default: near zero), holes filled."""
+    if threshold is None:
+        threshold = _BACKGROUND_REL * float(np.percentile(image, 99.9))
+    fg = image > threshold
     labels, n = ndimage.label(fg)
     if n == 0:
         return fg
@@ -38,10 +40,39 @@ def looks_skull_stripped(image: np.ndarray, affine: np.ndarray) -> bool:
         image: T1w intensities.
         affine: voxel-to-world affine (for the voxel volume).
     """
-    fg = _foreground(image)
+    return _stripped_foreground(image, affine) is not None
+
+
+def _noise_threshold(image: np.ndarray) -> float:
+    """Half the Otsu threshold: above background noise, below CSF of a T1w."""
+    from skimage.filters import threshold_otsu
+
+    return 0.5 * float(threshold_otsu(image[np.isfinite(image)]))
+
+
+def _stripped_foreground(image: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
+    """The brain of a skull-stripped image, or None when the image looks like a head.
+
+    A clean zero background is tried first; a skull-stripped image whose background holds
+    noise (an export that added it, or a simulated scan) is recognised by a noise-level
+    threshold, so it does not go through the slower, less repeatable registration path.
+    """
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
-    background = 1.0 - float(fg.mean())
-    return background >= _MIN_BACKGROUND_FRACTION and fg.sum() * voxel_ml <= _MAX_BRAIN_ML
+    for threshold in (None, _noise_threshold(image)):
+        fg = _foreground(image, threshold)
+        background = 1.0 - float(fg.mean())
+        if threshold is None:
+            threshold = _BACKGROUND_REL * float(np.percentile(image, 99.9))
+        # Nothing bright may be left outside the brain (a scalp separated from the brain
+        # by the dark skull would otherwise pass as background).
+        stray = float((image[~fg] > threshold).mean()) if background > 0 else 0.0
+        if (
+            background >= _MIN_BACKGROUND_FRACTION
+            and fg.sum() * voxel_ml <= _MAX_BRAIN_ML
+            and stray < 0.01
+        ):
+            return fg
+    return None
 
 
 def _template_mask(image: np.ndarray, affine: np.ndarray, seed: int, n_threads: int) -> np.ndarray:
@@ -107,6 +138,7 @@ def estimate_brain_mask(
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
         raise ValueError(f"Expected a 3D image, got shape {image.shape}.")
-    if looks_skull_stripped(image, affine):
-        return _foreground(image), True
+    brain = _stripped_foreground(image, affine)
+    if brain is not None:
+        return brain, True
     return _template_mask(image, affine, seed, n_threads), False
