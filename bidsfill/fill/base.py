@@ -119,8 +119,11 @@ def fill_image(
     to the filler in RAS orientation (the slice-wise diffusion models take the third
     axis as axial), and the result is turned back to the input's orientation.
     """
-    image = np.asarray(image, dtype=np.float32)
-    mask = np.asarray(mask).astype(bool)
+    # C order for every filler: nibabel hands out Fortran-ordered arrays, on which
+    # ``reshape(-1)`` copies instead of viewing (a flat-index filler would then write
+    # into a copy and never finish).
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    mask = np.ascontiguousarray(mask, dtype=bool)
     if image.shape != mask.shape:
         raise FillError(f"Image shape {image.shape} and mask shape {mask.shape} differ.")
     if not mask.any():

@@ -112,9 +112,10 @@ def fill_nonlocal(
         raise FillError("The lesion mask covers the whole image; there is no tissue to fill from.")
     pad = patch_radius + search_radius
     # Pad once so every gather stays in bounds; padded voxels are never known.
-    vals = np.pad(image.astype(np.float32), pad)
-    known = np.pad(~mask, pad)
-    hole = np.pad(mask, pad)
+    # C order: the flat views below must alias these arrays (np.pad keeps Fortran order).
+    vals = np.ascontiguousarray(np.pad(image.astype(np.float32), pad))
+    known = np.ascontiguousarray(np.pad(~mask, pad))
+    hole = np.ascontiguousarray(np.pad(mask, pad))
     strides = np.array([vals.shape[1] * vals.shape[2], vals.shape[2], 1], dtype=np.int64)
     patch = _offsets(patch_radius, strides, skip_centre=False)
     search = _offsets(search_radius, strides, skip_centre=True)
