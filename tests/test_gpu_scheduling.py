@@ -60,7 +60,9 @@ def _overlap(a: tuple[str, float, float], b: tuple[str, float, float]) -> bool:
     return a[1] < b[2] and b[1] < a[2]
 
 
-def _run(tmp_path: Path, n_gpu_procs: int, n_subjects: int = 4) -> list[tuple[str, float, float]]:
+def _run(
+    tmp_path: Path, n_gpu_procs: int, n_subjects: int = 4, n_procs: int = 2
+) -> list[tuple[str, float, float]]:
     import nipype.pipeline.engine as pe
 
     runs = _dataset(tmp_path / "bids", n_subjects)
@@ -79,7 +81,7 @@ def _run(tmp_path: Path, n_gpu_procs: int, n_subjects: int = 4) -> list[tuple[st
     # raise_insufficient=True: Nipype must accept GPU nodes on a machine without a GPU.
     wf.run(
         plugin="MultiProc",
-        plugin_args={"n_procs": 2, "n_gpu_procs": n_gpu_procs, "memory_gb": 8,
+        plugin_args={"n_procs": n_procs, "n_gpu_procs": n_gpu_procs, "memory_gb": 8,
                      "raise_insufficient": True},
     )  # fmt: skip
     intervals = _intervals(work)
@@ -125,5 +127,7 @@ def test_one_gpu_slot_serialises_fills_while_cpu_nodes_run_beside(tmp_path):
 def test_two_gpu_slots_let_fills_overlap(tmp_path):
     """The control: the same run with two GPU slots does run two fills at once, so the
     serialisation above comes from ``n_gpu_procs`` and the test can see an overlap."""
-    fills = [iv for iv in _run(tmp_path, n_gpu_procs=2) if iv[0] == "fill"]
+    # Four CPU slots, so the two GPU slots are never starved by CPU nodes that happen to be
+    # scheduled first (with two CPU slots an overlap depended on the order of readiness).
+    fills = [iv for iv in _run(tmp_path, n_gpu_procs=2, n_procs=4) if iv[0] == "fill"]
     assert any(_overlap(a, b) for i, a in enumerate(fills) for b in fills[i + 1 :]), fills
