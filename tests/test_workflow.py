@@ -133,3 +133,30 @@ def test_failed_node_writes_text_crash_file_and_no_outputs(tiny_bids, tmp_path, 
     crashes = list((out / "sub-01" / "log").glob("*/crash-*.txt"))
     assert crashes and "lesion_filling is not on PATH" in crashes[0].read_text()
     assert not list(out.rglob("*_desc-filled_T1w.nii.gz"))
+
+
+@pytest.mark.slow
+def test_diffusion_run_records_provenance_and_std(tiny_bids, tmp_path):
+    """The shipped pseudo3d weights through the CLI: sidecar provenance and desc-fillstd."""
+    from bidsfill.diffusion.weights import default_model_path, file_sha256
+
+    weights = default_model_path("pseudo3d")
+    if weights is None:
+        pytest.skip("no shipped pseudo3d weights")
+    out = tmp_path / "out"
+    code = _bidsfill(tiny_bids, out, tmp_path / "w", "--participant-label", "02",
+                     "--derivatives", tmp_path / "lesions", "--method", "pseudo3d",
+                     "--steps", "3", "--n-samples", "2", "--feather", "--device", "cpu",
+                     "--nprocs", "1")  # fmt: skip
+    assert code == 0
+    anat = out / "sub-02" / "anat"
+    meta = json.loads((anat / "sub-02_desc-filled_T1w.json").read_text())
+    assert meta["Method"] == "pseudo3d" and meta["Device"] == "cpu"
+    assert meta["Sampler"] == "ddim" and meta["Steps"] == 3 and meta["NSamples"] == 2
+    assert meta["ModelSHA256"] == file_sha256(weights) and meta["Feather"] is True
+    std = nib.load(str(anat / "sub-02_desc-fillstd_T1w.nii.gz")).get_fdata()
+    mask = np.asarray(nib.load(str(anat / "sub-02_label-lesion_mask.nii.gz")).dataobj) > 0
+    assert (std[mask] > 0).any() and not std[~mask].any()
+    src = nib.load(str(tiny_bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz"))
+    filled = nib.load(str(anat / "sub-02_desc-filled_T1w.nii.gz"))
+    assert np.array_equal(raw_data(filled)[~mask], raw_data(src)[~mask])

@@ -113,6 +113,12 @@ class workflow(_Section):
     """Path to diffusion weights (safetensors); None: the shipped default."""
     device: str = "auto"
     """``auto``, ``cpu`` or ``cuda[:N]``."""
+    feather: bool = False
+    """Blend the first voxel layer inside the mask toward its known neighbours."""
+    jump_length: int = 5
+    """RePaint: steps jumped back before resampling."""
+    jump_n_sample: int = 2
+    """RePaint: times each jump is resampled."""
 
 
 class nipype(_Section):

@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="diffusion weights (.safetensors with its .json card)")  # fmt: skip
     g_fill.add_argument("--device", default="auto", metavar="DEVICE",
                         help="auto, cpu, cuda or cuda:N")  # fmt: skip
+    g_fill.add_argument("--feather", action="store_true",
+                        help="blend the first voxel layer inside the mask toward its neighbours")  # fmt: skip
+    g_fill.add_argument("--jump-length", type=positive, default=5, metavar="J",
+                        help="RePaint: steps jumped back before resampling")  # fmt: skip
+    g_fill.add_argument("--jump-n-sample", type=positive, default=2, metavar="R",
+                        help="RePaint: times each jump is resampled")  # fmt: skip
 
     g_perf = parser.add_argument_group("Options to handle performance")
     g_perf.add_argument("--nprocs", "--n-cpus", "--nthreads", type=positive, default=None,

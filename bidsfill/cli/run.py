@@ -71,6 +71,9 @@ def _set_config(opts, argv: list[str]) -> None:
     wf.n_samples = opts.n_samples
     wf.model = str(opts.model) if opts.model else None
     wf.device = opts.device
+    wf.feather = opts.feather
+    wf.jump_length = opts.jump_length
+    wf.jump_n_sample = opts.jump_n_sample
     nprocs = opts.nprocs or os.cpu_count() or 1
     ny.nprocs = nprocs
     ny.omp_nthreads = opts.omp_nthreads or min(8, nprocs)

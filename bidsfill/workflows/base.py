@@ -249,7 +249,11 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
             "n_samples": config.workflow.n_samples,
             "eta": config.workflow.eta,
             "device": config.workflow.device,
+            "feather": config.workflow.feather,
         }
+        if config.workflow.method == "repaint":
+            fill_params["jump_length"] = config.workflow.jump_length
+            fill_params["jump_n_sample"] = config.workflow.jump_n_sample
         if config.workflow.steps:
             fill_params["steps"] = config.workflow.steps
         if config.workflow.model:
