@@ -39,6 +39,7 @@ CONFIGS = [
     ("slicewise", "ddim", 20),
     ("wdm3d", "ddim", 20),
     ("repaint", "ddim", 20),
+    ("pseudo3d", "ddpm", 1000),  # the papers' full ancestral sampler, for scale
 ]
 QUICK = CONFIGS[:1]
 
@@ -105,7 +106,7 @@ def run_one(method: str, sampler: str, steps: int, threads: int, device: str) ->
         "crops": res.params["Crops"],
         "model_calls": res.params["ModelCalls"],
         "device": res.device,
-        "weights": "trained" if trained else "random init (untrained)",
+        "weights": _trained_label(res.params) if trained else "random init (untrained)",
         "lesion_voxels": int(mask.sum()),
     }
 
@@ -133,7 +134,7 @@ def _write(rows: list[dict], threads: int, device: str) -> str:
             lines.append(f"| {r['method']} | {r['sampler']} | {r['steps']} | – | – | – | – | – | – "
                          f"| {r['error']} |")  # fmt: skip
             continue
-        psnr = f"{r['psnr']:.2f}" if r["weights"] == "trained" else f"({r['psnr']:.2f})"
+        psnr = f"{r['psnr']:.2f}" if r["weights"].startswith("trained") else f"({r['psnr']:.2f})"
         lines.append(
             f"| {r['method']} | {r['sampler']} | {r['steps']} | {r['seconds']:.1f} | "
             f"{r['peak_rss_mib']:.0f} | {r['crops']} | {r['model_calls']} | {r['device']} | "
@@ -155,6 +156,20 @@ def _update_results(section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     RESULTS.write_text(text)
+
+
+def _trained_label(params: dict) -> str:
+    """'trained' plus the shipped card's training steps and the weights' sha256 prefix."""
+    import json as _json
+
+    from bidsfill.diffusion.weights import default_model_path
+
+    path = default_model_path("pseudo3d")
+    steps = "?"
+    if path is not None:
+        card = _json.loads(path.with_suffix(".json").read_text())
+        steps = card.get("training", {}).get("steps", "?")
+    return f"trained ({steps} steps, {str(params.get('ModelSHA256', ''))[:12]})"
 
 
 def main() -> None:
