@@ -18,7 +18,16 @@ from bidsfill.segment import (
 
 # Realistic voxel size so that the phantoms have brain-like volumes in mL.
 AFFINE = np.diag([6.0, 6.0, 6.0, 1.0])
-HEAD01 = Path("/work/shared/data/healthy-t1w/sub-head01/anat/sub-head01_T1w.nii.gz")
+# shared/ lies beside the checkout (here and in CI).
+_HEAD01_REL = "data/healthy-t1w/sub-head01/anat/sub-head01_T1w.nii.gz"
+HEAD01 = next(
+    (
+        p / _HEAD01_REL
+        for p in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
+        if (p / _HEAD01_REL).exists()
+    ),
+    Path("/work/shared") / _HEAD01_REL,
+)
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
