@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Launch (or resume: same command) the training of the shipped default pseudo3d model in
 # the background. Checkpoints, logs and caches go to runs/pseudo3d-default/ (git-ignored);
-# rerunning continues exactly from the latest checkpoint. Export afterwards with
+# rerunning continues exactly from the latest checkpoint. Save the resume state for the next
+# session with `bash scripts/save_training_state.sh`. Export afterwards with
 #   .venv/bin/bidsfill-train --run-dir runs/pseudo3d-default --export-only \
 #       --export bidsfill/data/models/pseudo3d.safetensors
 set -euo pipefail
@@ -10,6 +11,13 @@ RUN_DIR=${RUN_DIR:-runs/pseudo3d-default}
 THREADS=${THREADS:-1}
 MAX_MINUTES=${MAX_MINUTES:-0}
 mkdir -p "$RUN_DIR"
+# A fresh machine has no runs/: start from the resume state committed in training/ (the
+# latest checkpoint, its latest.json, config and logs), so the run continues exactly.
+SEED_DIR=training/pseudo3d-default
+if [ ! -f "$RUN_DIR/latest.json" ] && [ -f "$SEED_DIR/latest.json" ]; then
+    cp -r "$SEED_DIR"/. "$RUN_DIR"/
+    echo "resuming from the committed state in $SEED_DIR"
+fi
 export OMP_NUM_THREADS=$THREADS ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=$THREADS
 nohup .venv/bin/python -m bidsfill.cli.train \
     --mni --bids-dir "${BIDS_DIR:-/work/shared/data/healthy-t1w}" \
