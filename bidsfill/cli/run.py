@@ -146,12 +146,9 @@ def _run_group() -> int:
         raise BidsfillExit(
             f"{out} holds no filled T1w images to summarise.", ExitCode.MISSING_INPUT
         )
-    try:
-        from bidsfill.report.group_html import write_group_report
-    except ImportError:
-        write_group_report = None
-    if write_group_report is not None:
-        write_group_report(out, rows)
+    from bidsfill.report.group_html import write_group_report
+
+    write_group_report(out, rows)
     LOGGER.warning("Group table with %d row(s): %s", len(rows), table)
     return int(ExitCode.SUCCESS)
 

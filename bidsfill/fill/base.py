@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 __all__ = [
+    "CLASSICAL_METHODS",
     "FillError",
     "FillResult",
     "Filler",
@@ -25,6 +26,10 @@ __all__ = [
     "get_filler",
     "register_filler",
 ]
+
+
+# Fillers that need no model, no device and no GPU slot.
+CLASSICAL_METHODS = ("nawm", "ring", "nonlocal", "fsl")
 
 
 class FillError(RuntimeError):

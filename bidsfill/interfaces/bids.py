@@ -27,8 +27,9 @@ from bidsfill.bids.derivatives import (
     write_file,
     write_json,
 )
+from bidsfill.segment.tissues import LABELS
 
-_CLASSES = ("GM", "WM", "CSF")
+_CLASSES = tuple(LABELS)  # GM, WM, CSF: the BIDS dseg order
 
 
 class _WriteRunDerivativesInputSpec(BaseInterfaceInputSpec):

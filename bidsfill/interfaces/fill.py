@@ -15,6 +15,7 @@ from nipype.interfaces.base import (
 )
 
 from bidsfill.fill import fill_image
+from bidsfill.fill.base import CLASSICAL_METHODS
 from bidsfill.io.nifti import load_image, load_mask, write_like
 
 
@@ -47,7 +48,7 @@ class FillLesions(SimpleInterface):
         mask, _ = load_mask(self.inputs.mask)
         inside = mask.data > 0.5
         params = dict(self.inputs.params) if isdefined(self.inputs.params) else {}
-        if self.inputs.method not in ("nawm", "ring", "nonlocal", "fsl"):
+        if self.inputs.method not in CLASSICAL_METHODS:
             params.setdefault("omp_nthreads", self.inputs.omp_nthreads)
             if not self.inputs.use_gpu:
                 params["device"] = "cpu"

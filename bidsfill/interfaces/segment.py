@@ -16,8 +16,9 @@ from nipype.interfaces.base import (
 )
 
 from bidsfill.io.nifti import load_image, load_mask, save_new
+from bidsfill.segment.tissues import LABELS
 
-_CLASSES = ("GM", "WM", "CSF")
+_CLASSES = tuple(LABELS)  # GM, WM, CSF: the BIDS dseg order
 
 
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):

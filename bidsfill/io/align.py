@@ -151,11 +151,7 @@ def align_mask(
                     "mask resampled nearest-neighbour."
                 ],
             )
-    if not _world_overlap(mask.img, t1w.img):
-        raise InputError(
-            f"The lesion mask {mask.path.name} does not overlap {t1w.path.name} in world "
-            "coordinates, so it cannot be placed on the T1w."
-        )
+    check_placeable(t1w.img, mask.img)
     src = nib.Nifti1Image(data.astype(np.float32), mask.img.affine)
     resampled = resample_from_to(src, (t1w.img.shape[:3], t1w.img.affine), order=0)
     return AlignedMask(

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bidsfill.segment.tissues import LABELS
+
 __all__ = ["collect_rows", "write_group_table"]
 
-_CLASSES = ("GM", "WM", "CSF")
+_CLASSES = tuple(LABELS)  # GM, WM, CSF: the BIDS dseg order
 
 
 def _entities(name: str) -> dict[str, str]:

@@ -14,10 +14,11 @@ import numpy as np
 
 from bidsfill import __version__
 from bidsfill.report.html import esc, page, table, write_page
+from bidsfill.segment.tissues import LABELS
 
 __all__ = ["method_summary", "write_group_report"]
 
-_CLASSES = ("GM", "WM", "CSF")
+_CLASSES = tuple(LABELS)  # GM, WM, CSF: the BIDS dseg order
 
 
 def _num(value: Any) -> float | None:

@@ -25,10 +25,11 @@ from bidsfill.report.intensity import (
     intensity_table,
 )
 from bidsfill.report.render import load_ras, window
+from bidsfill.segment.tissues import LABELS
 
 __all__ = ["RunSection", "run_section"]
 
-_CLASSES = ("GM", "WM", "CSF")
+_CLASSES = tuple(LABELS)  # GM, WM, CSF: the BIDS dseg order
 
 
 @dataclass

@@ -20,10 +20,8 @@ _MIN_BACKGROUND_FRACTION = 0.2
 _BACKGROUND_REL = 1e-3
 
 
-def _foreground(image: np.ndarray, threshold: float | None = None) -> np.ndarray:
-    """The largest connected region above ``threshold`` (default: near zero), holes filled."""
-    if threshold is None:
-        threshold = _BACKGROUND_REL * float(np.percentile(image, 99.9))
+def _foreground(image: np.ndarray, threshold: float) -> np.ndarray:
+    """The largest connected region above ``threshold``, holes filled."""
     fg = image > threshold
     labels, n = ndimage.label(fg)
     if n == 0:
@@ -58,11 +56,11 @@ def _stripped_foreground(image: np.ndarray, affine: np.ndarray) -> np.ndarray | 
     threshold, so it does not go through the slower, less repeatable registration path.
     """
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
-    for threshold in (None, _noise_threshold(image)):
+    near_zero = _BACKGROUND_REL * float(np.percentile(image, 99.9))
+    for threshold_of in (lambda: near_zero, lambda: _noise_threshold(image)):
+        threshold = threshold_of()  # Otsu only when the near-zero background fails
         fg = _foreground(image, threshold)
         background = 1.0 - float(fg.mean())
-        if threshold is None:
-            threshold = _BACKGROUND_REL * float(np.percentile(image, 99.9))
         # Nothing bright may be left outside the brain (a scalp separated from the brain
         # by the dark skull would otherwise pass as background).
         stray = float((image[~fg] > threshold).mean()) if background > 0 else 0.0

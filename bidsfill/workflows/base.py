@@ -13,6 +13,7 @@ from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline import engine as pe
 
 from bidsfill.bids.discovery import RunInputs
+from bidsfill.fill.base import CLASSICAL_METHODS
 from bidsfill.interfaces.bids import WriteRunDerivatives
 from bidsfill.interfaces.fill import FillLesions
 from bidsfill.interfaces.masks import AlignLesionMask
@@ -27,7 +28,6 @@ __all__ = [
     "method_uses_gpu",
 ]
 
-CLASSICAL_METHODS = ("nawm", "ring", "nonlocal", "fsl")
 _DESC = {
     "nawm": "Lesions were filled with the normal-appearing white matter of a ring around "
     "each lesion, as in FSL's lesion_filling (Battaglini et al. 2012).",
