@@ -15,6 +15,7 @@ from bidsfill.diffusion.prepare import (
     lesion_crops,
     make_training_example,
     slices_to_volume,
+    tissue_reference,
     to_network,
     volume_to_slices,
     z_windows,
@@ -52,6 +53,30 @@ def test_intensity_fit_uses_known_tissue_only_and_is_scale_free():
     assert np.allclose(imap3.apply(img * 3.0), imap.apply(img), atol=1e-4)
     with pytest.raises(ValueError, match="Too little"):
         fit_intensity_map(img, np.zeros(img.shape, bool))
+
+
+def test_tissue_reference_steadies_a_crop_at_the_edge_of_the_brain():
+    # A noisy (not zero) background, as in an exported skull-stripped scan: a crop that
+    # is mostly background must still be normalised to the brain's WM peak.
+    rng = np.random.default_rng(1)
+    vol = rng.normal(10, 3, (60, 60, 40)).clip(0.5).astype(np.float32)
+    vol[10:50, 10:50, 5:35] = _tissue(rng, (40, 40, 30))
+    mask = np.zeros(vol.shape, bool)
+    mask[11:14, 30:33, 20:23] = True
+    ref = tissue_reference(vol, mask)
+    assert 20 < ref.floor < 90 and ref.peak == pytest.approx(120, abs=4)
+    edge = (slice(0, 16), slice(24, 40), slice(14, 30))  # 10 of 16 columns are background
+    alone = fit_intensity_map(vol[edge], ~mask[edge])
+    steady = fit_intensity_map(vol[edge], ~mask[edge], reference=ref)
+    assert alone.peak < 40  # the background noise mode wins without the reference
+    assert steady.peak == pytest.approx(120, abs=6)
+    # A crop with no tissue at all falls back to the volume's peak instead of failing.
+    empty = (slice(0, 8), slice(0, 8), slice(0, 8))
+    assert fit_intensity_map(vol[empty], np.ones((8, 8, 8), bool), reference=ref).peak == ref.peak
+    # A local bias within MAX_PEAK_RATIO is kept (the point of a per-crop fit).
+    inner = (slice(20, 40), slice(20, 40), slice(10, 30))
+    biased = fit_intensity_map(vol[inner] * 1.2, ~mask[inner], reference=ref)
+    assert biased.peak == pytest.approx(144, abs=6)
 
 
 def test_crop_paste_round_trip_and_divisible():

@@ -29,6 +29,7 @@ from bidsfill.diffusion.prepare import (
     lesion_crops,
     normalise_extras,
     slices_to_volume,
+    tissue_reference,
     to_network,
     z_windows,
 )
@@ -277,13 +278,14 @@ def inpaint_volume(
     total = np.zeros(image.shape, dtype=np.float64)
     total_sq = np.zeros(image.shape, dtype=np.float64)
     components = lesion_components(mask)
+    reference = tissue_reference(image, mask, pre["intensity"]["percentiles"])
     calls = 0
     net.eval()
     for crop in crops:
         img_c = crop.extract(image)
         mask_c = crop.extract(mask).astype(bool)
         inside = crop.extract(np.ones(image.shape, dtype=bool)).astype(bool)
-        imap = fit_intensity_map(img_c, ~mask_c & inside, **pre["intensity"])
+        imap = fit_intensity_map(img_c, ~mask_c & inside, reference=reference, **pre["intensity"])
         x_norm = imap.apply(img_c)
         extras_n = normalise_extras(
             names, [crop.extract(e) for e in extras_full], imap, ~mask_c & inside

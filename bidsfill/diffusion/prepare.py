@@ -26,6 +26,7 @@ from bidsfill.diffusion.wavelets import dwt3d
 __all__ = [
     "Crop",
     "IntensityMap",
+    "TissueReference",
     "TrainingExample",
     "blend_weights",
     "build_condition",
@@ -39,6 +40,7 @@ __all__ = [
     "mirror_lr",
     "normalise_extras",
     "slices_to_volume",
+    "tissue_reference",
     "to_network",
     "volume_to_slices",
     "z_windows",
@@ -129,6 +131,57 @@ def _tissue_peak(values: np.ndarray, percentiles: tuple[float, float]) -> float:
     return float(centres[upper][np.argmax(hist[upper])])
 
 
+#: A crop's own tissue peak may differ from the whole volume's by this factor at most.
+#: Bias fields move the local WM peak by some 10-30 %; a crop whose known voxels are mostly
+#: background or skull (a lesion at the edge of the brain) would otherwise be normalised
+#: to the wrong tissue and filled far too dark or bright.
+MAX_PEAK_RATIO = 1.35
+
+
+@dataclass(frozen=True)
+class TissueReference:
+    """Whole-volume intensity landmarks that steady the per-crop normalisation.
+
+    ``floor``: intensities at or below it are background (air, noise), not tissue.
+    ``peak``: the whole volume's brightest large tissue mode (white matter in T1w).
+    """
+
+    floor: float
+    peak: float
+
+
+def tissue_reference(
+    volume: np.ndarray,
+    exclude: np.ndarray | None = None,
+    percentiles: tuple[float, float] | list[float] = (2.0, 99.5),
+) -> TissueReference:
+    """Background floor and tissue peak of a whole volume (lesions in ``exclude`` left out).
+
+    The floor is the midpoint of the two Otsu classes' means of the nonzero voxels. Otsu's
+    threshold alone can sit anywhere in an empty gap between background noise and tissue
+    (synthetic or exported scans), often just above the noise; the class-mean midpoint
+    lies inside the gap there and between dark and bright tissue otherwise, and only the
+    bright (WM) mode is needed from what is left. Computed once per volume at inference
+    and once per training region, by this function in both places.
+    """
+    from skimage.filters import threshold_otsu
+
+    volume = np.asarray(volume, dtype=np.float32)
+    valid = np.isfinite(volume) & (volume != 0)
+    if exclude is not None:
+        valid &= ~np.asarray(exclude, dtype=bool)
+    values = volume[valid]
+    if values.size < 32 or float(values.max()) <= float(values.min()):
+        return TissueReference(floor=0.0, peak=float(values.max()) if values.size else 0.0)
+    otsu = float(threshold_otsu(values))
+    floor = max(
+        0.0, 0.5 * (float(values[values <= otsu].mean()) + float(values[values > otsu].mean()))
+    )
+    tissue = values[values > floor]
+    peak = _tissue_peak(tissue, tuple(percentiles)) if tissue.size >= 32 else float(values.max())
+    return TissueReference(floor=floor, peak=peak)
+
+
 def fit_intensity_map(
     image_crop: np.ndarray,
     known_mask: np.ndarray,
@@ -137,6 +190,7 @@ def fit_intensity_map(
     peak_value: float = 0.5,
     clip: tuple[float, float] | list[float] = (-1.5, 1.5),
     percentiles: tuple[float, float] | list[float] = (2.0, 99.5),
+    reference: TissueReference | None = None,
     **_: Any,
 ) -> IntensityMap:
     """Fit the map on the known (unmasked, nonzero) voxels of a crop.
@@ -145,20 +199,33 @@ def fit_intensity_map(
         image_crop: crop in scanner units.
         known_mask: True where the image is known (outside the lesion mask).
         low, peak_value, clip, percentiles: the model card's "intensity" rule.
+        reference: the whole volume's landmarks (:func:`tissue_reference`): voxels at or
+            below its floor are not used as tissue, and the crop's peak is kept within
+            :data:`MAX_PEAK_RATIO` of its peak (its peak alone when the crop holds too
+            little tissue).
 
     Raises:
-        ValueError: fewer than 32 known nonzero voxels to fit on.
+        ValueError: fewer than 32 known nonzero voxels to fit on (without a reference).
     """
     image_crop = np.asarray(image_crop, dtype=np.float64)
     known = np.asarray(known_mask, dtype=bool) & np.isfinite(image_crop)
-    values = image_crop[known & (image_crop != 0)]
-    if values.size < 32:
+    tissue = known & (image_crop != 0)
+    if reference is not None:
+        tissue &= image_crop > reference.floor
+    values = image_crop[tissue]
+    zero = min(0.0, float(np.percentile(image_crop[known], 0.5))) if known.any() else 0.0
+    if values.size >= 32:
+        peak = _tissue_peak(values, tuple(percentiles))
+        if reference is not None and reference.peak > 0:
+            lo, hi = reference.peak / MAX_PEAK_RATIO, reference.peak * MAX_PEAK_RATIO
+            peak = float(np.clip(peak, lo, hi))
+    elif reference is not None and reference.peak > 0:
+        peak = reference.peak
+    else:
         raise ValueError(
             "Too little known tissue around the lesion to normalise intensities "
             f"({values.size} voxels)."
         )
-    zero = min(0.0, float(np.percentile(image_crop[known], 0.5)))
-    peak = _tissue_peak(values, tuple(percentiles))
     if peak <= zero:
         raise ValueError("The known tissue around the lesion has no positive intensity peak.")
     return IntensityMap(
@@ -385,6 +452,7 @@ def make_training_example(
     preprocessing: dict[str, Any],
     rng: np.random.Generator,
     extra_images: dict[str, np.ndarray] | None = None,
+    reference: TissueReference | None = None,
 ) -> TrainingExample:
     """Crop a patch around a random mask voxel and build (x0, condition) as inference does.
 
@@ -396,6 +464,7 @@ def make_training_example(
         preprocessing: the model card's "preprocessing" dict.
         rng: random generator choosing the patch centre.
         extra_images: images named in ``preprocessing["extras"]`` other than "mirror".
+        reference: landmarks of the whole volume; computed from ``volume`` when None.
     """
     volume = np.asarray(volume, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
@@ -411,7 +480,9 @@ def make_training_example(
     lo = centre - np.array(size) // 2
     crop = crop_around(lo, lo + np.array(size), volume.shape, size, divisor)
     img_c, mask_c = crop.extract(volume), crop.extract(mask).astype(bool)
-    imap = fit_intensity_map(img_c, ~mask_c, **preprocessing["intensity"])
+    if reference is None:
+        reference = tissue_reference(volume, mask, preprocessing["intensity"]["percentiles"])
+    imap = fit_intensity_map(img_c, ~mask_c, reference=reference, **preprocessing["intensity"])
     extras_n = normalise_extras(names, [crop.extract(e) for e in extras], imap, ~mask_c)
     x0, cond = to_network(arch, imap.apply(img_c), mask_c.astype(np.float32), extras_n)
     conditional = int(config["in_channels"]) > (8 if arch == "wdm3d" else 1)
