@@ -35,6 +35,7 @@ def test_parameterisations_invert(prediction, kind):
 def test_ddim_with_k_equal_t_matches_ddpm_posterior():
     sched = NoiseSchedule(50, "cosine", "epsilon")
     assert ddim_timesteps(50, 50) == list(range(49, -1, -1))
+    assert ddim_timesteps(50, 1) == [49]  # one step starts from pure noise
     g = torch.Generator().manual_seed(1)
     x_t, out, z = (torch.randn(2, 5, generator=g) for _ in range(3))
     for t in (49, 20, 1):

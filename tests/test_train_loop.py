@@ -174,6 +174,81 @@ def test_exported_weights_fill_a_volume(tmp_path):
     assert res.params["ModelSHA256"] == card["sha256"]
 
 
+def test_fine_tuning_starts_from_exported_weights(tmp_path):
+    train(_config(tmp_path / "a", steps=3), _dataset(), resume=False)
+    path = export_checkpoint(tmp_path / "a", tmp_path / "model.safetensors")
+    from bidsfill.diffusion.weights import load_weights
+
+    exported, _ = load_weights(path)
+    # Zero steps of fine-tuning leave the networks exactly at the exported weights...
+    res = train(_config(tmp_path / "b", steps=0, init_from=str(path)), _dataset(), resume=False)
+    for a, b in zip(res.ema.state_dict().values(), exported.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # ... and a random start does not.
+    fresh = train(_config(tmp_path / "c", steps=0), _dataset(), resume=False)
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(
+            fresh.ema.state_dict().values(), exported.state_dict().values(), strict=True
+        )
+    )
+    wider = {**NETWORK, "channels": [8, 24]}
+    with pytest.raises(ValueError, match="not pseudo3d"):
+        train(_config(tmp_path / "d", steps=1, network=wider, init_from=str(path)), _dataset())
+
+
+def test_scorecard_scores_every_filler_and_writes_the_card(tmp_path):
+    from bidsfill.train.scorecard import (
+        FillerSpec,
+        bar_checks,
+        markdown_table,
+        score_cases,
+        summarise,
+    )
+    from bidsfill.train.validation import ValidationCase
+
+    train(_config(tmp_path / "run", steps=2), _dataset(), resume=False)
+    model = export_checkpoint(tmp_path / "run", tmp_path / "model.safetensors")
+    vol = _volume(2)
+    masks = []
+    for lo in ((8, 14, 13), (18, 8, 12)):
+        m = np.zeros(vol.image.shape, bool)
+        m[lo[0] : lo[0] + 5, lo[1] : lo[1] + 5, lo[2] : lo[2] + 4] = True
+        masks.append(m)
+    cases = [ValidationCase(f"synthetic#{i}", vol, m) for i, m in enumerate(masks)]
+    fillers = [
+        FillerSpec("nawm", "nawm"),
+        FillerSpec("fsl", "fsl"),
+        FillerSpec("pseudo3d", "pseudo3d", {"model": str(model), "steps": 2, "device": "cpu"}),
+    ]
+    rows = score_cases(cases, fillers)
+    import shutil
+
+    fsl_rows = [r for r in rows if r["filler"] == "fsl"]
+    if shutil.which("lesion_filling") is None:  # not installed: a note, no numbers
+        assert all("note" in r and "psnr" not in r for r in fsl_rows)
+    scored = [r for r in rows if "psnr" in r]
+    assert {r["filler"] for r in scored} >= {"nawm", "pseudo3d"}
+    for r in scored:
+        assert np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1
+        assert all(
+            0 <= r[f"dice_{t}"] <= 1 or np.isnan(r[f"dice_{t}"]) for t in ("GM", "WM", "CSF")
+        )
+    summary = summarise(rows)
+    nawm_psnr = [r["psnr"] for r in scored if r["filler"] == "nawm"]
+    assert summary["nawm"]["cases"] == 2
+    assert summary["nawm"]["psnr"] == pytest.approx(np.mean(nawm_psnr), abs=1e-3)
+    checks = bar_checks(summary, "pseudo3d")
+    assert set(checks) == {
+        "psnr_plus_2dB", "ssim_higher", "dice_GM_higher", "dice_WM_higher", "dice_CSF_higher",
+        "all",
+    }  # fmt: skip
+    expected = summary["pseudo3d"]["psnr"] >= summary["nawm"]["psnr"] + 2
+    assert checks["psnr_plus_2dB"] is expected
+    table = markdown_table(summary)
+    assert table.count("\n") == 1 + len(summary) and "| nawm | 2 |" in table
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -210,3 +285,13 @@ def test_two_gloo_processes_keep_replicas_identical(tmp_path):
     # Both ranks trained: the weights moved away from the (zero) output initialisation.
     assert a["out.2.weight"].abs().sum() > 0
     assert (tmp_path / "checkpoints" / "ckpt-00000003.pt").exists()
+
+
+def test_scorecard_cli_refuses_without_held_out_data(tmp_path, capsys):
+    from bidsfill.cli.train import main
+
+    assert main(["--scorecard", str(tmp_path / "m.safetensors")]) == 64
+    assert "--scorecard needs --bids-dir and --val-participant-label" in capsys.readouterr().err
+    args = ["--scorecard", str(tmp_path / "m.safetensors"), "--bids-dir", str(tmp_path)]
+    assert main([*args, "--val-participant-label", "01"]) == 66  # no such weights
+    assert "do not exist" in capsys.readouterr().err

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Reuse this many drawn masks under fresh augmentation (0: always new).")  # fmt: skip
     data.add_argument("--no-augment", action="store_true", help="Disable augmentation.")
     data.add_argument("--region", type=int, nargs=3, default=[96, 96, 32])
+    data.add_argument("--volume-weight", nargs="+", default=[], metavar="NAME=W",
+                      help="Relative sampling weight of the training volumes whose name "
+                           "contains NAME (default 1 each), e.g. gd01=2 to favour a real scan "
+                           "over templates.")  # fmt: skip
     model = p.add_argument_group("model")
     model.add_argument("--arch", default="pseudo3d", choices=["pseudo3d", "slicewise", "wdm3d"])
     model.add_argument("--channels", type=int, nargs="+", default=[24, 48, 96])
@@ -84,9 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--max-minutes", type=float, default=0.0,
                       help="Stop after a checkpoint once this session ran this long.")  # fmt: skip
     loop.add_argument("--no-resume", action="store_true", help="Ignore existing checkpoints.")
+    loop.add_argument("--init-from", type=Path,
+                      help="Start from these exported weights (.safetensors) instead of a random "
+                           "initialisation (fine-tuning); ignored when resuming.")  # fmt: skip
     loop.add_argument("--export", type=Path, help="Write the EMA weights + card here at the end.")
     loop.add_argument("--export-only", action="store_true",
                       help="Export the latest checkpoint of --run-dir and exit.")  # fmt: skip
+    card = p.add_argument_group("scorecard")
+    card.add_argument("--scorecard", type=Path, metavar="MODEL",
+                      help="Score the exported model MODEL (.safetensors) beside every classical "
+                           "filler on the held-out participants (--val-participant-label), with "
+                           "--scorecard-cases masks each, write the numbers into its card and "
+                           "exit.")  # fmt: skip
+    card.add_argument("--scorecard-cases", type=int, default=4, help="Masks per held-out volume.")
+    card.add_argument("--scorecard-seed", type=int, default=2026,
+                      help="Seed of the scorecard's masks (never a training seed).")  # fmt: skip
+    card.add_argument("--scorecard-steps", type=int, default=None,
+                      help="DDIM steps of the model's fills (default: the CLI default).")  # fmt: skip
+    card.add_argument("--scorecard-tsv", type=Path, help="Also write one row per fill here.")
     return p
 
 
@@ -147,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     from bidsfill.train.loop import TrainConfig, train
     from bidsfill.train.masks import MaskGenerator
 
+    if args.scorecard is not None:
+        return _scorecard(args)
     if args.export_only:
         if args.export is None:
             print("bidsfill-train: --export-only needs --export PATH.", file=sys.stderr)
@@ -188,6 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         volume_ml={"tumour": (3.0, 25.0), "cavity": (2.0, 20.0)},
     )
     aug_cfg = None if args.no_augment else AugmentConfig()
+    weights = [1.0] * len(train_vols)
+    for item in args.volume_weight:
+        name, _, w = item.partition("=")
+        hits = [i for i, v in enumerate(train_vols) if name in v.name]
+        if not hits or not w:
+            print(f"bidsfill-train: --volume-weight {item}: no such training volume "
+                  "or no weight.", file=sys.stderr)  # fmt: skip
+            return 64
+        for i in hits:
+            weights[i] = float(w)
     dataset = InpaintingDataset(
         train_vols,
         arch=args.arch,
@@ -197,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         augment=Augmenter(aug_cfg),
         region=tuple(args.region),
         seed=args.seed,
+        weights=weights,
         mask_bank=args.mask_bank,
         cache_dir=cache / "masks",
     )
@@ -226,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         num_workers=args.num_workers,
         max_minutes=args.max_minutes,
         device=args.device,
+        init_from=str(args.init_from or ""),
     )
     data_card = {
         "training_data": [
@@ -234,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                 "source": v.source,
                 "shape": list(v.image.shape),
                 "zooms": list(v.zooms),
+                "weight": w,
             }
-            for v in train_vols
+            for v, w in zip(train_vols, weights, strict=True)
         ],  # fmt: skip
         "validation_data": [v.name for v in val_vols],
         "masks": {
@@ -306,6 +340,41 @@ def _make_validator(args, val_vols, masks, network, pre, device):  # noqa: ANN00
         return out
 
     return run
+
+
+def _scorecard(args: argparse.Namespace) -> int:
+    """``--scorecard``: the model beside every classical filler, into the model card."""
+    from bidsfill.diffusion.weights import load_weights
+    from bidsfill.train.scorecard import run_scorecard
+
+    if args.bids_dir is None or not args.val_participant_label:
+        print(
+            "bidsfill-train: --scorecard needs --bids-dir and --val-participant-label.",
+            file=sys.stderr,
+        )
+        return 64
+    try:
+        _, card = load_weights(args.scorecard)
+        held = _split_labels(args.val_participant_label)
+    except (OSError, ValueError) as err:
+        print(f"bidsfill-train: {err}", file=sys.stderr)
+        return 66
+    result = run_scorecard(
+        args.scorecard,
+        card,
+        bids_dir=args.bids_dir,
+        held_out=held,
+        kinds=_kinds(args.mask_kinds),
+        region=tuple(args.region),
+        per_volume=args.scorecard_cases,
+        seed=args.scorecard_seed,
+        steps=args.scorecard_steps,
+        cache_dir=args.run_dir / "cache",
+        n_threads=args.threads,
+        tsv=args.scorecard_tsv,
+    )
+    print(result["table"])
+    return 0
 
 
 if __name__ == "__main__":

@@ -133,9 +133,16 @@ def ddim_step(
 
 
 def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
-    """K evenly spaced training timesteps, descending, ending at 0."""
+    """K evenly spaced training timesteps, descending, ending at 0.
+
+    K = 1 is the single step from pure noise at T - 1 (not at 0, where the network would
+    take the noise for a clean image): the network's x0 estimate given only the
+    conditioning, for an x0-predicting model trained with MSE the posterior mean.
+    """
     if not 1 <= steps <= num_train_timesteps:
         raise ValueError(f"steps must be in 1..{num_train_timesteps}, got {steps}.")
+    if steps == 1:
+        return [num_train_timesteps - 1]
     ts = np.unique(np.round(np.linspace(0, num_train_timesteps - 1, steps)).astype(int))
     return [int(t) for t in ts[::-1]]
 

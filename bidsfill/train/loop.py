@@ -70,6 +70,9 @@ class TrainConfig:
         num_workers: DataLoader worker processes.
         max_minutes: stop (after a checkpoint) when this session has run this long.
         device: "auto", "cpu", "cuda" or "cuda:N".
+        init_from: exported weights (``.safetensors`` with its card) to start from
+            instead of a random initialisation: fine-tuning a shipped model on new data.
+            Its architecture and config must match ``arch`` and ``network``.
     """
 
     run_dir: str = "runs/default"
@@ -96,6 +99,7 @@ class TrainConfig:
     num_workers: int = 0
     max_minutes: float = 0.0
     device: str = "auto"
+    init_from: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -219,8 +223,10 @@ def train(
         lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio),
     )
     start, elapsed, losses, val_hist = 0, 0.0, [], []
-    # 2. resume everything from the latest checkpoint
+    # 2. resume everything from the latest checkpoint, or start from exported weights
     ckpt_path = latest_checkpoint(run_dir) if resume else None
+    if ckpt_path is None and config.init_from:
+        _init_from(model, ema, config)
     if ckpt_path is not None:
         ckpt = load_checkpoint(ckpt_path, map_location=info.device)
         model.load_state_dict(ckpt["model"])
@@ -316,6 +322,24 @@ def train(
                 LOGGER.info("Stopping at step %d: --max-minutes reached.", done)
             break
     return TrainResult(model, ema, step + 1 if losses else start, losses, elapsed, val_hist)
+
+
+def _init_from(model: torch.nn.Module, ema: torch.nn.Module, config: TrainConfig) -> None:
+    """Load exported weights into the live and EMA networks (fine-tuning)."""
+    from bidsfill.diffusion.weights import load_weights
+
+    net, card = load_weights(config.init_from)
+    if card["architecture"] != config.arch or any(
+        card["config"].get(k) != v for k, v in config.network.items()
+    ):
+        raise ValueError(
+            f"{config.init_from} is a {card['architecture']} model with config "
+            f"{card['config']}, not {config.arch} with {config.network}."
+        )
+    state = net.state_dict()
+    model.load_state_dict(state)
+    ema.load_state_dict(state)
+    LOGGER.info("Starting from %s (sha256 %s)", config.init_from, card.get("sha256", "")[:12])
 
 
 def _write_val(path: Path, row: dict[str, Any]) -> None:
