@@ -295,3 +295,26 @@ def test_scorecard_cli_refuses_without_held_out_data(tmp_path, capsys):
     args = ["--scorecard", str(tmp_path / "m.safetensors"), "--bids-dir", str(tmp_path)]
     assert main([*args, "--val-participant-label", "01"]) == 66  # no such weights
     assert "do not exist" in capsys.readouterr().err
+
+
+def test_card_sampling_defaults_apply_unless_the_user_sets_them(tmp_path):
+    train(_config(tmp_path / "run", steps=2), _dataset(), resume=False)
+    path = export_checkpoint(
+        tmp_path / "run", tmp_path / "m.safetensors", sampling={"steps": 3, "n_samples": 2}
+    )
+    assert json.loads(path.with_suffix(".json").read_text())["sampling"] == {
+        "steps": 3,
+        "n_samples": 2,
+    }
+    from bidsfill.fill import fill_image
+
+    vol = _volume(1)
+    mask = np.zeros(vol.image.shape, bool)
+    mask[14:18, 13:17, 15:17] = True
+    kw = {"method": "pseudo3d", "zooms": (1.0, 1.0, 1.0), "seed": 0, "model": str(path)}
+    default = fill_image(vol.image, mask, **kw)
+    assert default.params["Steps"] == 3 and default.params["NSamples"] == 2
+    assert default.std is not None
+    chosen = fill_image(vol.image, mask, steps=4, n_samples=1, **kw)
+    assert chosen.params["Steps"] == 4 and chosen.params["NSamples"] == 1
+    assert chosen.std is None

@@ -107,8 +107,9 @@ class workflow(_Section):
     """Diffusion sampling steps (None: the model's default)."""
     eta: float = 0.0
     """DDIM eta (0: deterministic given the start noise)."""
-    n_samples: int = 1
-    """Independent diffusion fills averaged; >1 writes a standard-deviation map."""
+    n_samples: int | None = None
+    """Independent diffusion fills averaged; >1 writes a standard-deviation map (None:
+    the model card's default)."""
     model: str | None = None
     """Path to diffusion weights (safetensors); None: the shipped default."""
     device: str = "auto"

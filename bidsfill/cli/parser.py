@@ -140,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     g_fill.add_argument("--steps", type=positive, default=None,
                         help="diffusion sampling steps (default: the model's)")  # fmt: skip
     g_fill.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
-    g_fill.add_argument("--n-samples", type=positive, default=1, metavar="N",
-                        help="average N diffusion fills and write their standard deviation")  # fmt: skip
+    g_fill.add_argument("--n-samples", type=positive, default=None, metavar="N",
+                        help="average N diffusion fills and write their standard deviation "
+                             "(default: the model's)")  # fmt: skip
     g_fill.add_argument("--model", type=exists, default=None, metavar="FILE",
                         help="diffusion weights (.safetensors with its .json card)")  # fmt: skip
     g_fill.add_argument("--device", default="auto", metavar="DEVICE",

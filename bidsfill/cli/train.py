@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--export", type=Path, help="Write the EMA weights + card here at the end.")
     loop.add_argument("--export-only", action="store_true",
                       help="Export the latest checkpoint of --run-dir and exit.")  # fmt: skip
+    loop.add_argument("--sampling-steps", type=int,
+                      help="Default DDIM steps written into the exported card.")  # fmt: skip
+    loop.add_argument("--sampling-n-samples", type=int,
+                      help="Default number of averaged fills written into the exported card.")  # fmt: skip
     card = p.add_argument_group("scorecard")
     card.add_argument("--scorecard", type=Path, metavar="MODEL",
                       help="Score the exported model MODEL (.safetensors) beside every classical "
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.export is None:
             print("bidsfill-train: --export-only needs --export PATH.", file=sys.stderr)
             return 64
-        print(export_checkpoint(args.run_dir, args.export))
+        print(export_checkpoint(args.run_dir, args.export, sampling=_sampling(args)))
         return 0
     try:
         _split_labels(args.val_participant_label)  # fail early on a bad side
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     if info.is_main:
         LOGGER.info("Stopped at step %d after %.0f s of training.", result.step, result.elapsed)
         if args.export is not None:
-            print(export_checkpoint(args.run_dir, args.export))
+            print(export_checkpoint(args.run_dir, args.export, sampling=_sampling(args)))
     cleanup(info)
     return 0
 
@@ -340,6 +344,11 @@ def _make_validator(args, val_vols, masks, network, pre, device):  # noqa: ANN00
         return out
 
     return run
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, int] | None:
+    out = {"steps": args.sampling_steps, "n_samples": args.sampling_n_samples}
+    return {k: v for k, v in out.items() if v} or None
 
 
 def _scorecard(args: argparse.Namespace) -> int:

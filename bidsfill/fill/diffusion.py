@@ -77,7 +77,7 @@ def diffusion_fill(
     seed: int,
     sampler: str = "ddim",
     steps: int | None = None,
-    n_samples: int = 1,
+    n_samples: int | None = None,
     model: str | Path | None = None,
     device: str | None = "auto",
     eta: float = 0.0,
@@ -92,7 +92,7 @@ def diffusion_fill(
     sampler = (sampler or "ddim").lower()
     if sampler not in SAMPLERS:
         raise FillError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-    if n_samples is None or int(n_samples) < 1:
+    if n_samples is not None and int(n_samples) < 1:
         raise FillError(f"--n-samples must be at least 1, got {n_samples}.")
     try:
         dev = resolve_device(device)
@@ -100,7 +100,11 @@ def diffusion_fill(
         raise FillError(str(err)) from None
     net, card = _load(method, model, dev)
     T = int(card["schedule"].get("num_train_timesteps", 1000))
-    k = int(steps) if steps else min(DEFAULT_STEPS, T)
+    # Unset steps / n_samples: the model card's "sampling" defaults (how its scorecard was
+    # made), else DEFAULT_STEPS and a single fill.
+    card_sampling = card.get("sampling", {})
+    k = int(steps) if steps else min(int(card_sampling.get("steps", DEFAULT_STEPS)), T)
+    n_samples = int(n_samples) if n_samples else int(card_sampling.get("n_samples", 1))
     if sampler == "ddim" and not 1 <= k <= T:
         raise FillError(f"--steps must be between 1 and the model's {T} training steps, got {k}.")
     LOGGER.info("Diffusion fill (%s, %s, %s steps) on %s", method, sampler, k, dev)

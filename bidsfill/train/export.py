@@ -21,6 +21,7 @@ def export_checkpoint(
     use_ema: bool = True,
     metrics: dict[str, Any] | None = None,
     notes: dict[str, Any] | None = None,
+    sampling: dict[str, int] | None = None,
 ) -> Path:
     """Write ``out_path`` (.safetensors) and its .json card from a checkpoint or run folder.
 
@@ -30,6 +31,8 @@ def export_checkpoint(
         use_ema: export the EMA weights (default) rather than the live ones.
         metrics: validation metrics for the card (default: the checkpoint's last ones).
         notes: more card entries under "training" (e.g. held-out data).
+        sampling: the model's default sampling settings (``steps``, ``n_samples``) that
+            ``bidsfill`` uses when the user gives none.
 
     Returns:
         The weights path.
@@ -72,6 +75,18 @@ def export_checkpoint(
         **extra,
         **(notes or {}),
     }
+    if config.get("init_from"):  # fine-tuned: the card also tells where it started
+        start = json.loads(Path(config["init_from"]).with_suffix(".json").read_text())
+        training["fine_tuned_from"] = {
+            "sha256": start.get("sha256"),
+            "steps": start.get("training", {}).get("steps"),
+            "wall_seconds": start.get("training", {}).get("wall_seconds"),
+            "hyperparameters": start.get("training", {}).get("hyperparameters"),
+            "training_data": start.get("training", {}).get("training_data"),
+        }
+        training["total_wall_seconds"] = round(
+            training["wall_seconds"] + float(training["fine_tuned_from"]["wall_seconds"] or 0), 1
+        )
     card = {
         "architecture": config["arch"],
         "config": config["network"],
@@ -81,4 +96,6 @@ def export_checkpoint(
         "metrics": metrics if metrics is not None else (history[-1] if history else {}),
         "validation_history": history,
     }
+    if sampling:
+        card["sampling"] = {k: int(v) for k, v in sampling.items()}
     return save_weights(model, card, out_path)

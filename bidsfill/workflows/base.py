@@ -246,7 +246,6 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
     if config.workflow.method not in CLASSICAL_METHODS:
         fill_params = {
             "sampler": config.workflow.sampler,
-            "n_samples": config.workflow.n_samples,
             "eta": config.workflow.eta,
             "device": config.workflow.device,
             "feather": config.workflow.feather,
@@ -256,6 +255,8 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
             fill_params["jump_n_sample"] = config.workflow.jump_n_sample
         if config.workflow.steps:
             fill_params["steps"] = config.workflow.steps
+        if config.workflow.n_samples:
+            fill_params["n_samples"] = config.workflow.n_samples
         if config.workflow.model:
             fill_params["model"] = str(config.workflow.model)
     use_gpu = method_uses_gpu(config.workflow.method, config.workflow.device)
