@@ -231,6 +231,7 @@ def test_scorecard_scores_every_filler_and_writes_the_card(tmp_path):
     assert {r["filler"] for r in scored} >= {"nawm", "pseudo3d"}
     for r in scored:
         assert np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1
+        assert r["segmenter"] in ("fsl-fast", "ants-atropos")
         assert all(
             0 <= r[f"dice_{t}"] <= 1 or np.isnan(r[f"dice_{t}"]) for t in ("GM", "WM", "CSF")
         )

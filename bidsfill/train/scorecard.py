@@ -53,17 +53,16 @@ class FillerSpec:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def _segment(image: np.ndarray, case: ValidationCase, seed: int, n_threads: int) -> np.ndarray:
+def _segment(image: np.ndarray, case: ValidationCase, seed: int, n_threads: int) -> Any:
     from bidsfill.segment import segment_tissues
 
-    seg = segment_tissues(
+    return segment_tissues(
         image.astype(np.float32),
         case.volume.affine,
         brain_mask=case.volume.brain,
         seed=seed,
         n_threads=n_threads,
     )
-    return seg.dseg
 
 
 def score_cases(
@@ -109,9 +108,11 @@ def score_cases(
             row["ssim"] = masked_ssim(truth, filled, case.mask)
             if truth_seg is not None:
                 filled_seg = _segment(filled, case, seed, n_threads)
+                row["segmenter"] = filled_seg.segmenter
                 for name, label in TISSUES.items():
                     row[f"dice_{name}"] = dice(
-                        (truth_seg == label) & case.mask, (filled_seg == label) & case.mask
+                        (truth_seg.dseg == label) & case.mask,
+                        (filled_seg.dseg == label) & case.mask,
                     )
             rows.append(row)
             if log is not None:
@@ -261,7 +262,7 @@ def run_scorecard(
         "masks": {"kinds": kinds, "region": list(region), "seed": seed},
         "metrics": "masked PSNR (peak: truth's 99.5th brain percentile) and 3D SSIM; Dice of "
         "GM/WM/CSF inside the mask, truth and fill segmented alike",
-        "segmenter": "FSL FAST if installed, else ANTs Atropos",
+        "segmenter": ", ".join(sorted({r["segmenter"] for r in rows if "segmenter" in r})),
         "fillers": summary,
         "bar_vs_nawm": checks,
         "seconds": round(time.perf_counter() - start, 1),
@@ -271,7 +272,7 @@ def run_scorecard(
     full["scorecard"] = entry
     card_path.write_text(json.dumps(full, indent=2) + "\n")
     if tsv is not None:
-        keys = ["filler", "case", "mask_ml", "seconds", *METRICS, "note"]
+        keys = ["filler", "case", "mask_ml", "seconds", *METRICS, "segmenter", "note"]
         with open(tsv, "w", newline="") as fh:
             writer = csv.DictWriter(fh, keys, delimiter="\t", extrasaction="ignore")
             writer.writeheader()
