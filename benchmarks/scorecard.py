@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def main() -> None:
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in checks.items() if k != "all")
         + f" → **{'met' if checks['all'] else 'not met'}**.",
         "",
+        f"`python benchmarks/scorecard.py {' '.join(sys.argv[1:])}` "
+        f"({time.strftime('%Y-%m-%d')}). "
         f"Machine: {platform.machine()}, {platform.system()} {platform.release()}, "
         f"{args.threads} thread(s); {time.perf_counter() - start:.0f} s in all. "
         "Rows per fill: `benchmarks/scorecard.tsv`.",
