@@ -76,6 +76,9 @@ def main() -> None:
         "",
         f"Machine: {_machine()}.",
         "",
+        "Diffusion methods run with their model card's default sampling "
+        f"({_card_sampling()}), as a user's `--method pseudo3d` does.",
+        "",
         "| method | wall seconds | peak RSS (MiB) | exit |",
         "|---|---:|---:|---:|",
     ]
@@ -83,6 +86,22 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     write_section(Path(__file__).with_name("RESULTS.md"), "Participant run", text)
+
+
+def _card_sampling() -> str:
+    import json
+
+    from bidsfill.diffusion.weights import default_model_path
+
+    path = default_model_path("pseudo3d")
+    if path is None:
+        return "no shipped weights"
+    card = json.loads(path.with_suffix(".json").read_text())
+    sampling = card.get("sampling", {})
+    return (
+        f"pseudo3d: DDIM {sampling.get('steps', 20)} steps, "
+        f"mean of {sampling.get('n_samples', 1)} fill(s)"
+    )
 
 
 if __name__ == "__main__":
