@@ -319,3 +319,47 @@ def test_card_sampling_defaults_apply_unless_the_user_sets_them(tmp_path):
     chosen = fill_image(vol.image, mask, steps=4, n_samples=1, **kw)
     assert chosen.params["Steps"] == 4 and chosen.params["NSamples"] == 1
     assert chosen.std is None
+
+
+def test_prefill_channel_fine_tunes_from_a_model_without_it(tmp_path):
+    from bidsfill.diffusion.prepare import classical_prefill
+    from bidsfill.diffusion.weights import load_weights
+    from bidsfill.fill import fill_image
+
+    train(_config(tmp_path / "a", steps=2), _dataset(), resume=False)
+    start = export_checkpoint(tmp_path / "a", tmp_path / "start.safetensors")
+    pre = {**_preprocessing(), "extras": ["prefill"], "prefill_method": "nonlocal"}
+    net4 = {**NETWORK, "in_channels": 4}
+    ds = InpaintingDataset(
+        [_volume()], arch="pseudo3d", config=net4, preprocessing=pre,
+        masks=MaskGenerator({"random": 1.0}, volume_ml={"random": (0.03, 0.2)}),
+        region=(24, 24, 8), seed=0, mask_bank=4,
+    )  # fmt: skip
+    # The channel is the nonlocal fill of the region's mask, in the T1w's intensity map.
+    image, mask, extras = ds.region_example(0)
+    expected = fill_image(image, mask, method="nonlocal", zooms=(1.0, 1.0, 1.0), seed=0).filled
+    assert np.array_equal(extras["prefill"], expected)
+    assert np.array_equal(classical_prefill(image, np.zeros_like(mask)), image)
+    item = ds[0]
+    assert item["condition"].shape[0] == 3  # b, m, prefill
+    # Zero steps: the grown network is exactly the start, whatever the new channel holds.
+    cfg = _config(tmp_path / "b", steps=0, network=net4, preprocessing=pre, init_from=str(start))
+    grown = train(cfg, ds, resume=False).ema.eval()
+    old, _ = load_weights(start)
+    x = torch.randn(1, 3, 4, 16, 16)
+    t = torch.tensor([5])
+    with torch.no_grad():
+        a = grown(torch.cat([x, torch.randn(1, 1, 4, 16, 16)], 1), t)
+        b = grown(torch.cat([x, torch.randn(1, 1, 4, 16, 16)], 1), t)
+        assert torch.allclose(a, old.eval()(x, t), atol=1e-6) and torch.allclose(a, b, atol=1e-6)
+    # A few steps later the model fills a volume, computing its own prefill at inference.
+    cfg = _config(tmp_path / "c", steps=2, network=net4, preprocessing=pre, init_from=str(start))
+    train(cfg, ds, resume=False)
+    path = export_checkpoint(tmp_path / "c", tmp_path / "prefill.safetensors")
+    vol = _volume(1)
+    m = np.zeros(vol.image.shape, bool)
+    m[14:18, 13:17, 15:17] = True
+    res = fill_image(
+        vol.image, m, method="pseudo3d", zooms=(1.0,) * 3, seed=0, model=str(path), steps=2
+    )
+    assert np.array_equal(res.filled[~m], vol.image[~m]) and np.isfinite(res.filled[m]).all()

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Training patch (X Y Z); Z is the slice window of slice models.")  # fmt: skip
     model.add_argument("--window-overlap", type=int, default=None)
     model.add_argument("--mirror", action="store_true", help="Add the mirrored image channel.")
+    model.add_argument("--prefill", action="store_true",
+                       help="Add a channel holding a classical (nonlocal) fill of the mask, "
+                            "which the model learns to correct.")  # fmt: skip
     model.add_argument("--prediction-type", default="sample",
                        choices=["epsilon", "sample", "v_prediction"])  # fmt: skip
     model.add_argument("--beta-schedule", default="cosine", choices=["linear", "cosine"])
@@ -191,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bidsfill-train: {err}", file=sys.stderr)
         return 66
     extras = (["mirror"] if args.mirror else []) + (["flair"] if args.flair else [])
+    extras += ["prefill"] if args.prefill else []
     pre = default_preprocessing(args.arch, tuple(extras))
+    if args.prefill:
+        from bidsfill.diffusion.prepare import PREFILL_METHOD
+
+        pre["prefill_method"] = PREFILL_METHOD
     pre["patch_size"] = list(args.patch)
     if args.arch != "wdm3d":
         pre["window"] = int(args.patch[2])

@@ -23,6 +23,7 @@ from bidsfill.diffusion.networks import spatial_divisor
 from bidsfill.diffusion.prepare import (
     Crop,
     blend_weights,
+    classical_prefill,
     extra_channels,
     fit_intensity_map,
     lesion_components,
@@ -234,6 +235,7 @@ def inpaint_volume(
     extra_images: dict[str, np.ndarray] | None = None,
     feather: bool = False,
     window_batch: int = 8,
+    zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> InpaintOutput:
     """Fill ``mask`` in ``image`` (scanner units) with a loaded diffusion model.
 
@@ -252,6 +254,7 @@ def inpaint_volume(
         extra_images: extra conditioning contrasts named in the card (e.g. "flair").
         feather: blend the first layer inside the mask toward its known neighbours.
         window_batch: z-windows per network call (memory bound for slice models).
+        zooms: voxel size in mm (for the classical prefill, when the card asks for one).
 
     Returns:
         The mean fill and the std (``n_samples > 1``), both shaped like ``image``, with
@@ -273,6 +276,9 @@ def inpaint_volume(
         divisor, min_size = (div, div, 1), (div, div, window)
     crops: list[Crop] = lesion_crops(mask, int(pre["margin"]), min_size, divisor)
     names = list(pre.get("extras", []))
+    if "prefill" in names and not (extra_images and "prefill" in extra_images):
+        prefill = classical_prefill(image, mask, zooms, pre.get("prefill_method", "nonlocal"))
+        extra_images = {**(extra_images or {}), "prefill": prefill}
     extras_full = extra_channels(image, names, extra_images)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     total = np.zeros(image.shape, dtype=np.float64)

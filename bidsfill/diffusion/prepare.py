@@ -46,7 +46,10 @@ __all__ = [
     "z_windows",
 ]
 
-EXTRAS = ("mirror", "flair")
+EXTRAS = ("mirror", "flair", "prefill")
+
+#: The classical filler whose fill is the "prefill" conditioning channel.
+PREFILL_METHOD = "nonlocal"
 
 
 def default_preprocessing(arch: str, extras: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -54,7 +57,8 @@ def default_preprocessing(arch: str, extras: tuple[str, ...] = ()) -> dict[str, 
 
     Args:
         arch: network architecture name.
-        extras: extra conditioning channels, a subset of ("mirror", "flair") in order.
+        extras: extra conditioning channels, a subset of ("mirror", "flair", "prefill") in
+            order; "prefill" is a classical fill of the mask (:func:`classical_prefill`).
     """
     unknown = set(extras) - set(EXTRAS)
     if unknown:
@@ -248,6 +252,26 @@ def build_condition(
 def mirror_lr(volume: np.ndarray) -> np.ndarray:
     """Left-right mirrored volume (axis 0), the contralateral context of Santorum et al."""
     return np.ascontiguousarray(np.asarray(volume)[::-1])
+
+
+def classical_prefill(
+    image: np.ndarray,
+    mask: np.ndarray,
+    zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    method: str = PREFILL_METHOD,
+) -> np.ndarray:
+    """The image with ``mask`` filled by a classical filler: the "prefill" channel.
+
+    A model conditioned on it learns to correct a good first guess instead of inventing
+    the fill from the context alone, which a small model trained for little time does
+    poorly. Training and inference both call this, so the channel cannot drift.
+    """
+    from bidsfill.fill import fill_image  # lazy: bidsfill.fill imports this module
+
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return np.asarray(image, dtype=np.float32)
+    return fill_image(image, mask, method=method, zooms=zooms, seed=0).filled.astype(np.float32)
 
 
 def extra_channels(
@@ -502,6 +526,7 @@ def normalise_extras(
     (FLAIR) with their own map fitted on the same known voxels."""
     out = []
     for name, crop in zip(names, crops, strict=True):
-        emap = imap if name == "mirror" else fit_intensity_map(crop, known)
+        # The mirrored image and the prefill are T1w intensities: the T1w's own map.
+        emap = imap if name in ("mirror", "prefill") else fit_intensity_map(crop, known)
         out.append(emap.apply(crop))
     return out

@@ -114,7 +114,7 @@ def diffusion_fill(
                 image, mask, net, card,
                 sampler=sampler, steps=k, eta=float(eta or 0.0), n_samples=int(n_samples),
                 seed=seed, device=dev, jump_length=jump_length, jump_n_sample=jump_n_sample,
-                extra_images=extra_images, feather=feather,
+                extra_images=extra_images, feather=feather, zooms=tuple(zooms),
             )  # fmt: skip
         except ValueError as err:
             raise FillError(str(err)) from None

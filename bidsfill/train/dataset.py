@@ -24,7 +24,12 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bidsfill.diffusion.prepare import Crop, crop_around, make_training_example
+from bidsfill.diffusion.prepare import (
+    Crop,
+    classical_prefill,
+    crop_around,
+    make_training_example,
+)
 from bidsfill.train.augment import Augmenter
 from bidsfill.train.masks import LesionSites, MaskGenerator, sample_lesion_mask
 from bidsfill.train.priors import mni_priors, register_priors
@@ -374,6 +379,9 @@ class InpaintingDataset(torch.utils.data.Dataset):
             if a_mask.sum() >= 2:  # a deformation may push a tiny lesion out of the region
                 image, mask = a_img, a_mask
                 extras = dict(zip(extras, a_extras, strict=True))
+        if "prefill" in self.preprocessing.get("extras", []):
+            method = self.preprocessing.get("prefill_method", "nonlocal")
+            extras["prefill"] = classical_prefill(image, mask, vol.zooms, method)
         return image, mask, extras
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

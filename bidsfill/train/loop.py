@@ -330,13 +330,27 @@ def _init_from(model: torch.nn.Module, ema: torch.nn.Module, config: TrainConfig
 
     net, card = load_weights(config.init_from)
     if card["architecture"] != config.arch or any(
-        card["config"].get(k) != v for k, v in config.network.items()
+        card["config"].get(k) != v for k, v in config.network.items() if k != "in_channels"
     ):
         raise ValueError(
             f"{config.init_from} is a {card['architecture']} model with config "
             f"{card['config']}, not {config.arch} with {config.network}."
         )
     state = net.state_dict()
+    # More input channels than the start (a conditioning channel added, e.g. --prefill):
+    # the first convolution's new input weights start at zero, so the network computes
+    # exactly the exported function until training teaches it to use the new channel.
+    target = model.state_dict()
+    for key, value in state.items():
+        want = target[key].shape
+        if value.shape != want:
+            if not (key.endswith("conv_in.weight") and value.shape[1] < want[1]):
+                raise ValueError(
+                    f"{config.init_from}: {key} is {tuple(value.shape)}, not {tuple(want)}."
+                )
+            grown = torch.zeros(want, dtype=value.dtype)
+            grown[:, : value.shape[1]] = value
+            state[key] = grown
     model.load_state_dict(state)
     ema.load_state_dict(state)
     LOGGER.info("Starting from %s (sha256 %s)", config.init_from, card.get("sha256", "")[:12])

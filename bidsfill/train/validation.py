@@ -137,6 +137,7 @@ def validate(
             seed=seed,
             device=device,
             extra_images=case.volume.extras or None,
+            zooms=case.volume.zooms,
         )
         filled = np.where(case.mask, out.mean, case.volume.image)
         scores.append(score_fill(case, filled))
