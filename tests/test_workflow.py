@@ -60,7 +60,8 @@ def test_end_to_end_invariants_and_resume(tiny_bids, tmp_path):
         assert np.array_equal(raw_data(filled)[~mask], raw_data(original)[~mask])
         assert mask.any() and not np.array_equal(raw_data(filled)[mask], raw_data(original)[mask])
         meta = json.loads((anat / f"{stem}_desc-filled_T1w.json").read_text())
-        assert meta["Method"] == "nawm" and meta["Seed"] == 7 and "FillSeconds" in meta
+        assert meta["Method"] == "pseudo3d" and meta["Seed"] == 7 and "FillSeconds" in meta
+        assert meta["NSamples"] == 4 and meta["Steps"] == 10  # the card's default sampling
         assert meta["Sources"][0].startswith("bids:raw:")
         for name in ("desc-orig_dseg", "desc-filled_dseg", "label-GM_desc-orig_probseg",
                      "label-WM_desc-filled_probseg", "label-CSF_desc-filled_probseg"):  # fmt: skip

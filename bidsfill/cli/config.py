@@ -97,7 +97,7 @@ class execution(_Section):
 class workflow(_Section):
     """What the workflow computes."""
 
-    method: str = "nawm"
+    method: str = "pseudo3d"
     """Fill method (a registered filler)."""
     dilate: int = 0
     """Grow the lesion mask by this many voxels before filling."""

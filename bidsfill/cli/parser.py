@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g_fill = parser.add_argument_group("Options for filling")
     g_fill.add_argument(
-        "--method", default="nawm", choices=available_methods(),
+        "--method", default="pseudo3d", choices=available_methods(),
         help="fill method: classical (nawm, ring, nonlocal, fsl) or diffusion",
     )  # fmt: skip
     g_fill.add_argument("--seed", type=nonneg, default=0, help="seed of every random draw")
