@@ -10,6 +10,7 @@ session 1, and writes the table to the "## Participant run" section of RESULTS.m
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import subprocess
@@ -28,8 +29,10 @@ from _results import write_section  # noqa: E402
 
 def _machine() -> str:
     ram = psutil.virtual_memory().total / 2**30
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{platform.platform()}, {platform.machine()}, {psutil.cpu_count()} CPUs, "
-            f"{ram:.0f} GiB RAM, Python {platform.python_version()}")  # fmt: skip
+            f"{ram:.0f} GiB RAM, Python {platform.python_version()}; load average at start "
+            f"{load} (above 2: the cores were shared and seconds are contended)")  # fmt: skip
 
 
 def run_once(bids: Path, deriv: Path, method: str, tmp: Path) -> tuple[float, float, int]:
