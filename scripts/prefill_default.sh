@@ -10,20 +10,11 @@
 #       --export bidsfill/data/models/pseudo3d.safetensors --sampling-steps 10 --sampling-n-samples 4
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/pseudo3d-prefill}
-THREADS=${THREADS:-1}
-MAX_MINUTES=${MAX_MINUTES:-0}
-mkdir -p "$RUN_DIR"
-SEED_DIR=training/pseudo3d-prefill
-if [ ! -f "$RUN_DIR/latest.json" ] && [ -d "$SEED_DIR" ]; then
-    cp -r "$SEED_DIR"/. "$RUN_DIR"/
-    echo "resuming from the committed state in $SEED_DIR"
-fi
+source scripts/_training.sh runs/pseudo3d-prefill
 if [ ! -f "$RUN_DIR/init/pseudo3d.safetensors" ]; then
     echo "prefill_default.sh: the stage-1 weights $RUN_DIR/init/pseudo3d.safetensors are missing." >&2
     exit 66
 fi
-export OMP_NUM_THREADS=$THREADS ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=$THREADS
 nohup .venv/bin/python -m bidsfill.cli.train \
     --mni --bids-dir "${BIDS_DIR:-/work/shared/data/healthy-t1w}" \
     --participant-label spm152 cit168 gd01 \

@@ -7,18 +7,7 @@
 #       --export bidsfill/data/models/pseudo3d.safetensors
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN_DIR=${RUN_DIR:-runs/pseudo3d-default}
-THREADS=${THREADS:-1}
-MAX_MINUTES=${MAX_MINUTES:-0}
-mkdir -p "$RUN_DIR"
-# A fresh machine has no runs/: start from the resume state committed in training/ (the
-# latest checkpoint, its latest.json, config and logs), so the run continues exactly.
-SEED_DIR=training/pseudo3d-default
-if [ ! -f "$RUN_DIR/latest.json" ] && [ -f "$SEED_DIR/latest.json" ]; then
-    cp -r "$SEED_DIR"/. "$RUN_DIR"/
-    echo "resuming from the committed state in $SEED_DIR"
-fi
-export OMP_NUM_THREADS=$THREADS ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=$THREADS
+source scripts/_training.sh runs/pseudo3d-default
 nohup .venv/bin/python -m bidsfill.cli.train \
     --mni --bids-dir "${BIDS_DIR:-/work/shared/data/healthy-t1w}" \
     --participant-label spm152 cit168 gd01 \

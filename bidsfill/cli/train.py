@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from bidsfill.train.distributed import cleanup, setup_distributed
     from bidsfill.train.export import export_checkpoint
     from bidsfill.train.loop import TrainConfig, train
-    from bidsfill.train.masks import MaskGenerator
+    from bidsfill.train.masks import TRAINING_VOLUME_ML, MaskGenerator
 
     if args.scorecard is not None:
         return _scorecard(args)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     masks = MaskGenerator(
         kinds,
         real_masks=args.real_masks,
-        volume_ml={"tumour": (3.0, 25.0), "cavity": (2.0, 20.0)},
+        volume_ml=TRAINING_VOLUME_ML,
     )
     aug_cfg = None if args.no_augment else AugmentConfig()
     weights = [1.0] * len(train_vols)
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             "kinds": kinds,
             "bank": args.mask_bank,
             "region": list(args.region),
-            "volume_ml_overrides": {"tumour": [3.0, 25.0], "cavity": [2.0, 20.0]},
+            "volume_ml_overrides": {k: list(v) for k, v in TRAINING_VOLUME_ML.items()},
         },  # fmt: skip
         "augmentation": aug_cfg.to_dict() if aug_cfg else None,
     }

@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from bidsfill.diffusion.networks import spatial_divisor
 from bidsfill.diffusion.prepare import (
+    PREFILL_METHOD,
     Crop,
     blend_weights,
     classical_prefill,
@@ -277,7 +278,7 @@ def inpaint_volume(
     crops: list[Crop] = lesion_crops(mask, int(pre["margin"]), min_size, divisor)
     names = list(pre.get("extras", []))
     if "prefill" in names and not (extra_images and "prefill" in extra_images):
-        prefill = classical_prefill(image, mask, zooms, pre.get("prefill_method", "nonlocal"))
+        prefill = classical_prefill(image, mask, zooms, pre.get("prefill_method", PREFILL_METHOD))
         extra_images = {**(extra_images or {}), "prefill": prefill}
     extras_full = extra_channels(image, names, extra_images)
     generator = torch.Generator(device=device).manual_seed(int(seed))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from bidsfill.diffusion.prepare import (
+    PREFILL_METHOD,
     Crop,
     classical_prefill,
     crop_around,
@@ -380,7 +381,7 @@ class InpaintingDataset(torch.utils.data.Dataset):
                 image, mask = a_img, a_mask
                 extras = dict(zip(extras, a_extras, strict=True))
         if "prefill" in self.preprocessing.get("extras", []):
-            method = self.preprocessing.get("prefill_method", "nonlocal")
+            method = self.preprocessing.get("prefill_method", PREFILL_METHOD)
             extras["prefill"] = classical_prefill(image, mask, vol.zooms, method)
         return image, mask, extras
 

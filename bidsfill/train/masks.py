@@ -492,6 +492,11 @@ def warp_real_mask(
 # --------------------------------------------------------------------------- generator
 
 
+#: Volume ranges (ml) of the larger mask kinds in the shipped model's training, its
+#: validation and its scorecard (the generator's own defaults are for other uses).
+TRAINING_VOLUME_ML: dict[str, tuple[float, float]] = {"tumour": (3.0, 25.0), "cavity": (2.0, 20.0)}
+
+
 class MaskGenerator:
     """Draws lesion masks for a training Dataset; caches the per-brain site maps.
 

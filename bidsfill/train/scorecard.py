@@ -231,10 +231,10 @@ def run_scorecard(
     weights, which are not touched).
     """
     from bidsfill.train.dataset import InpaintingDataset
-    from bidsfill.train.masks import MaskGenerator
+    from bidsfill.train.masks import TRAINING_VOLUME_ML, MaskGenerator
     from bidsfill.train.validation import make_cases
 
-    masks = MaskGenerator(kinds, volume_ml={"tumour": (3.0, 25.0), "cavity": (2.0, 20.0)})
+    masks = MaskGenerator(kinds, volume_ml=TRAINING_VOLUME_ML)
     volumes = held_out_volumes(bids_dir, held_out, cache_dir)
 
     def factory(vols: list[Any], case_seed: int) -> InpaintingDataset:
