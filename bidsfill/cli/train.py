@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
                       default=["ms=0.55", "tumour=0.15", "cavity=0.15", "random=0.15"],
                       help="Mask kinds with weights (ms, tumour, cavity, random, real).")  # fmt: skip
     data.add_argument("--real-masks", type=Path, help="Folder of real lesion masks (kind 'real').")
+    data.add_argument("--real-max-ml", type=float, default=None,
+                      help="Leave out real masks larger than this (needs the folder's index.tsv).")  # fmt: skip
+    data.add_argument("--voxel-size", type=float, nargs=3, default=[1.0, 1.0, 1.0],
+                      help="The model's grid in mm: training scans are resampled to it, and "
+                           "inference resamples each crop to it and back.")  # fmt: skip
     data.add_argument("--mask-bank", type=int, default=512,
                       help="Reuse this many drawn masks under fresh augmentation (0: always new).")  # fmt: skip
     data.add_argument("--no-augment", action="store_true", help="Disable augmentation.")
@@ -66,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--prefill", action="store_true",
                        help="Add a channel holding a classical (nonlocal) fill of the mask, "
                             "which the model learns to correct.")  # fmt: skip
+    model.add_argument("--residual", action="store_true",
+                       help="Diffuse the correction of the prefill (needs --prefill): a zero "
+                            "correction returns the prefill exactly.")  # fmt: skip
     model.add_argument("--prediction-type", default="sample",
                        choices=["epsilon", "sample", "v_prediction"])  # fmt: skip
     model.add_argument("--beta-schedule", default="cosine", choices=["linear", "cosine"])
@@ -78,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--warmup-steps", type=int, default=100)
     loop.add_argument("--ema-decay", type=float, default=0.999)
     loop.add_argument("--grad-clip", type=float, default=1.0)
+    loop.add_argument("--high-t-fraction", type=float, default=0.0,
+                      help="Share of timesteps drawn from the noisiest 10 %% (few-step fills).")  # fmt: skip
     loop.add_argument("--outside-weight", type=float, default=0.1)
     loop.add_argument("--checkpoint-every", type=int, default=100)
     loop.add_argument("--val-every", type=int, default=0)
@@ -105,13 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--scorecard", type=Path, metavar="MODEL",
                       help="Score the exported model MODEL (.safetensors) beside every classical "
                            "filler on the held-out participants (--val-participant-label), with "
-                           "--scorecard-cases masks each, write the numbers into its card and "
+                           "one mask per --scorecard-kinds each, write the numbers into its card and "
                            "exit.")  # fmt: skip
-    card.add_argument("--scorecard-cases", type=int, default=4, help="Masks per held-out volume.")
+    card.add_argument("--scorecard-kinds", nargs="+",
+                      default=["real-ms", "real-stroke", "ms", "tumour"],
+                      help="Mask kinds, one case per held-out volume each: real-ms and "
+                           "real-stroke (from --real-masks, MNI space) and the synthetic "
+                           "kinds ms, tumour, cavity.")  # fmt: skip
     card.add_argument("--scorecard-seed", type=int, default=2026,
                       help="Seed of the scorecard's masks (never a training seed).")  # fmt: skip
     card.add_argument("--scorecard-steps", type=int, default=None,
-                      help="DDIM steps of the model's fills (default: the CLI default).")  # fmt: skip
+                      help="DDIM steps of the model's fills (default: the card's).")  # fmt: skip
+    card.add_argument("--scorecard-adapt-steps", type=int, default=0,
+                      help="Also score the model adapted to each scan for N steps.")  # fmt: skip
+    card.add_argument("--scorecard-only", nargs="+", default=[],
+                      help="Run only these fillers (labels), e.g. the classical ones while "
+                           "the model trains; rows are cached in RUN_DIR/cache.")  # fmt: skip
     card.add_argument("--scorecard-tsv", type=Path, help="Also write one row per fill here.")
     return p
 
@@ -138,7 +157,9 @@ def _load_data(args: argparse.Namespace, cache: Path) -> tuple[list[Any], list[A
     if args.bids_dir is not None:
         labels = [lab.removeprefix("sub-") for lab in args.participant_label or []]
         wanted = sorted(set(labels) | set(held)) if labels else None
-        for vol in bids_volumes(args.bids_dir, wanted, flair=args.flair, cache_dir=cache):
+        for vol in bids_volumes(
+            args.bids_dir, wanted, flair=args.flair, cache_dir=cache, voxel_size=args.voxel_size
+        ):
             sub = vol.name.split("_")[0].removeprefix("sub-")
             in_train = not labels or sub in labels
             if sub in held:
@@ -195,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         return 66
     extras = (["mirror"] if args.mirror else []) + (["flair"] if args.flair else [])
     extras += ["prefill"] if args.prefill else []
-    pre = default_preprocessing(args.arch, tuple(extras))
+    if args.residual and not args.prefill:
+        print("bidsfill-train: --residual needs --prefill (the fill it corrects).", file=sys.stderr)
+        return 64
+    pre = default_preprocessing(args.arch, tuple(extras), residual=args.residual)
+    pre["voxel_size"] = list(args.voxel_size)
     if args.prefill:
         from bidsfill.diffusion.prepare import PREFILL_METHOD
 
@@ -219,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         kinds,
         real_masks=args.real_masks,
         volume_ml=TRAINING_VOLUME_ML,
+        real_max_ml=args.real_max_ml,
     )
     aug_cfg = None if args.no_augment else AugmentConfig()
     weights = [1.0] * len(train_vols)
@@ -271,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         max_minutes=args.max_minutes,
         device=args.device,
         init_from=str(args.init_from or ""),
+        high_t_fraction=args.high_t_fraction,
     )
     data_card = {
         "training_data": [
@@ -381,14 +408,15 @@ def _scorecard(args: argparse.Namespace) -> int:
         card,
         bids_dir=args.bids_dir,
         held_out=held,
-        kinds=_kinds(args.mask_kinds),
-        region=tuple(args.region),
-        per_volume=args.scorecard_cases,
+        kinds=args.scorecard_kinds,
+        real_masks=args.real_masks,
         seed=args.scorecard_seed,
         steps=args.scorecard_steps,
+        adapt_steps=args.scorecard_adapt_steps,
         cache_dir=args.run_dir / "cache",
         n_threads=args.threads,
         tsv=args.scorecard_tsv,
+        only=args.scorecard_only,
     )
     print(result["table"])
     return 0

@@ -30,6 +30,7 @@ from bidsfill.diffusion.prepare import (
     lesion_components,
     lesion_crops,
     normalise_extras,
+    residual_scale,
     slices_to_volume,
     tissue_reference,
     to_network,
@@ -38,6 +39,7 @@ from bidsfill.diffusion.prepare import (
 from bidsfill.diffusion.samplers import sample, sample_repaint
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.diffusion.wavelets import dwt3d, idwt3d
+from bidsfill.io.resample import box_shape, resample_box
 
 __all__ = [
     "InpaintOutput",
@@ -170,7 +172,8 @@ def _sample_crop(
     """One sample of a normalised crop; returns the crop in model units and model calls."""
     arch = card["architecture"]
     pre = card["preprocessing"]
-    clip = tuple(pre["intensity"]["clip"])
+    # A residual model's correction has no fixed range; image models clip to the card's.
+    clip = None if residual_scale(pre) is not None else tuple(pre["intensity"]["clip"])
     conditional = is_conditional(card)
     x0, cond = to_network(arch, x_norm, mask_c.astype(np.float32), extras_n)
     x0, cond = x0[None].to(device), cond[None].to(device)
@@ -219,6 +222,92 @@ def _sample_crop(
     return vol, res.model_calls
 
 
+@dataclass(frozen=True)
+class _CropGrid:
+    """A crop on the model's grid: the native box, its model-grid shape, and the padding
+    that makes that shape divisible (as :class:`~bidsfill.diffusion.prepare.Crop` pads)."""
+
+    crop: Crop
+    model_shape: tuple[int, ...] | None  # None: the native grid is the model's grid
+    pad: tuple[tuple[int, int], ...]
+
+    def to_model(self, native: np.ndarray, order: int = 1) -> np.ndarray:
+        """Native crop (inside the volume) -> padded model-grid array."""
+        arr = np.asarray(native, dtype=np.float32)
+        if self.model_shape is not None:
+            arr = resample_box(arr, self.model_shape, order)
+        return np.pad(arr, self.pad)
+
+    def to_native(self, model: np.ndarray) -> np.ndarray:
+        """Padded model-grid array -> native crop (inside the volume), linear."""
+        inner = model[
+            tuple(slice(p0, n - p1) for (p0, p1), n in zip(self.pad, model.shape, strict=True))
+        ]
+        native_shape = tuple(b - a for a, b in zip(self.crop.start, self.crop.stop, strict=True))
+        return resample_box(inner, native_shape, 1) if self.model_shape is not None else inner
+
+
+def _crop_grids(
+    mask: np.ndarray,
+    zooms: tuple[float, float, float],
+    pre: dict[str, Any],
+    divisor: tuple[int, int, int],
+    min_size: tuple[int, int, int],
+) -> list[_CropGrid]:
+    """Crops around the lesion clusters, each with its resampling to the model's grid.
+
+    The margin and minimum size are in model voxels; on another grid the native box is
+    chosen to cover the same millimetres, and its model-grid shape is rounded up to the
+    divisor (a stretch of at most half a divisor over the crop, undone on the way back).
+    """
+    voxel = pre.get("voxel_size")
+    same = voxel is None or np.allclose(zooms, voxel, rtol=0.05)
+    margin, frac = int(pre["margin"]), float(pre.get("context_fraction", 0.0))
+    if same:
+        crops = lesion_crops(mask, margin, min_size, divisor, context_fraction=frac)
+        return [_CropGrid(Crop(c.start, c.stop, labels=c.labels), None, c.pad) for c in crops]
+    factor = np.asarray(voxel, dtype=float) / np.asarray(zooms, dtype=float)  # native per model
+    native_margin = int(np.ceil(margin * float(factor.max())))
+    native_min = tuple(int(np.ceil(m * f)) for m, f in zip(min_size, factor, strict=True))
+    grids = []
+    for c in lesion_crops(mask, native_margin, native_min, (1, 1, 1), context_fraction=frac):
+        box = tuple(b - a for a, b in zip(c.start, c.stop, strict=True))
+        shape = box_shape(box, zooms, voxel)
+        padded = [-(-max(n, m) // d) * d for n, m, d in zip(shape, min_size, divisor, strict=True)]
+        pad = tuple(
+            ((p - n) // 2, p - n - (p - n) // 2) for p, n in zip(padded, shape, strict=True)
+        )
+        grids.append(_CropGrid(Crop(c.start, c.stop, labels=c.labels), tuple(shape), pad))
+    return grids
+
+
+def _adapted(
+    net: torch.nn.Module,
+    card: dict[str, Any],
+    image: np.ndarray,
+    mask: np.ndarray,
+    zooms: tuple[float, float, float],
+    steps: int,
+    seed: int,
+    device: torch.device,
+    reference: Any,
+) -> torch.nn.Module:
+    """``net`` adapted to this scan, on the model's grid (the scan resampled to it)."""
+    from bidsfill.diffusion.adapt import adapt_model
+
+    voxel = card["preprocessing"].get("voxel_size")
+    if voxel is not None and not np.allclose(zooms, voxel, rtol=0.05):
+        shape = box_shape(image.shape, zooms, voxel)
+        image = resample_box(image, shape)
+        mask = resample_box(mask.astype(np.float32), shape) > 0.5
+        zooms = tuple(float(v) for v in voxel)
+    with torch.inference_mode(False):
+        return adapt_model(
+            net, card, image, mask, steps=steps, seed=seed, device=device, zooms=zooms,
+            reference=reference,
+        )  # fmt: skip
+
+
 def inpaint_volume(
     image: np.ndarray,
     mask: np.ndarray,
@@ -237,6 +326,8 @@ def inpaint_volume(
     feather: bool = False,
     window_batch: int = 8,
     zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    progress: Callable[[int, int], None] | None = None,
+    adapt_steps: int = 0,
 ) -> InpaintOutput:
     """Fill ``mask`` in ``image`` (scanner units) with a loaded diffusion model.
 
@@ -255,11 +346,16 @@ def inpaint_volume(
         extra_images: extra conditioning contrasts named in the card (e.g. "flair").
         feather: blend the first layer inside the mask toward its known neighbours.
         window_batch: z-windows per network call (memory bound for slice models).
-        zooms: voxel size in mm (for the classical prefill, when the card asks for one).
+        zooms: voxel size in mm: crops are resampled to the card's ``voxel_size`` and the
+            fill back (linear), and the classical prefill uses it.
+        progress: called with (crops done, crops in all) after each crop.
+        adapt_steps: first fine-tune a copy of ``net`` for this many steps on the scan's
+            own healthy tissue (:func:`~bidsfill.diffusion.adapt.adapt_model`).
 
     Returns:
         The mean fill and the std (``n_samples > 1``), both shaped like ``image``, with
-        values outside the mask equal to the input.
+        values outside the mask equal to the input. A residual model's fill is the
+        prefill plus its correction: a zero correction returns the prefill exactly.
     """
     device = torch.device(device)
     image = np.asarray(image, dtype=np.float32)
@@ -275,8 +371,10 @@ def inpaint_volume(
     else:
         window = int(pre["window"])
         divisor, min_size = (div, div, 1), (div, div, window)
-    crops: list[Crop] = lesion_crops(mask, int(pre["margin"]), min_size, divisor)
+    zooms = tuple(float(z) for z in zooms)
+    grids = _crop_grids(mask, zooms, pre, divisor, min_size)
     names = list(pre.get("extras", []))
+    res_scale = residual_scale(pre)
     if "prefill" in names and not (extra_images and "prefill" in extra_images):
         prefill = classical_prefill(image, mask, zooms, pre.get("prefill_method", PREFILL_METHOD))
         extra_images = {**(extra_images or {}), "prefill": prefill}
@@ -286,20 +384,27 @@ def inpaint_volume(
     total_sq = np.zeros(image.shape, dtype=np.float64)
     components = lesion_components(mask)
     reference = tissue_reference(image, mask, pre["intensity"]["percentiles"])
+    if adapt_steps:
+        net = _adapted(net, card, image, mask, zooms, adapt_steps, seed, device, reference)
     calls = 0
     net.eval()
-    for crop in crops:
-        img_c = crop.extract(image)
-        mask_c = crop.extract(mask).astype(bool)
-        inside = crop.extract(np.ones(image.shape, dtype=bool)).astype(bool)
-        imap = fit_intensity_map(img_c, ~mask_c & inside, reference=reference, **pre["intensity"])
-        x_norm = imap.apply(img_c)
+    for done, grid in enumerate(grids, start=1):
+        sl = grid.crop.slices
+        img_c, mask_n = image[sl], mask[sl]
+        # On the model's grid the mask is every voxel the native mask touches, so every
+        # native lesion voxel is interpolated from filled voxels only.
+        mask_c = grid.to_model(mask_n.astype(np.float32)) > 0 if grid.model_shape else None
+        if mask_c is None:
+            mask_c = np.pad(mask_n, grid.pad)
+        img_m = grid.to_model(img_c)
+        inside = grid.to_model(np.ones(img_c.shape, np.float32), 0) > 0
+        imap = fit_intensity_map(img_m, ~mask_c & inside, reference=reference, **pre["intensity"])
+        x_norm = imap.apply(img_m)
         extras_n = normalise_extras(
-            names, [crop.extract(e) for e in extras_full], imap, ~mask_c & inside
+            names, [grid.to_model(e[sl]) for e in extras_full], imap, ~mask_c & inside
         )
-        sl = crop.slices
         # Context boxes may overlap; each lesion is filled by the one crop made for it.
-        own = np.isin(components[sl], crop.labels)
+        own = np.isin(components[sl], grid.crop.labels)
         for _ in range(n_samples):
             with torch.inference_mode():
                 vol, k = _sample_crop(
@@ -309,9 +414,17 @@ def inpaint_volume(
                     window_batch=window_batch,
                 )  # fmt: skip
             calls += k
-            filled = crop.inner(imap.inverse(vol)).astype(np.float64)
+            if res_scale is not None:
+                # Only the correction crosses grids: the prefill is added on the native
+                # grid, so a zero correction leaves it bit for bit.
+                corr = grid.to_native(vol) / (res_scale * imap.scale)
+                filled = extras_full[names.index("prefill")][sl] + corr.astype(np.float64)
+            else:
+                filled = grid.to_native(imap.inverse(vol)).astype(np.float64)
             total[sl][own] += filled[own]
             total_sq[sl][own] += filled[own] ** 2
+        if progress is not None:
+            progress(done, len(grids))
     mean = total / n_samples
     out = np.where(mask, mean, image).astype(np.float32)
     if feather:
@@ -321,4 +434,4 @@ def inpaint_volume(
         var = np.maximum(total_sq / n_samples - mean**2, 0.0) * n_samples / (n_samples - 1)
         std = np.where(mask, np.sqrt(var), 0.0).astype(np.float32)
     used_steps = schedule.num_train_timesteps if sampler == "ddpm" else steps
-    return InpaintOutput(out, std, len(crops), calls, used_steps)
+    return InpaintOutput(out, std, len(grids), calls, used_steps)

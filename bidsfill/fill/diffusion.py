@@ -44,6 +44,21 @@ def _threads(n: int | None, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def _log_progress():  # noqa: ANN202
+    """Crops done out of the total, with an ETA, on the console (one line per crop)."""
+    import time
+
+    start = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - start
+        eta = elapsed / done * (total - done)
+        LOGGER.info("Diffusion fill: crop %d/%d done, %.0f s, about %.0f s left", done, total,
+                    elapsed, eta)  # fmt: skip
+
+    return report
+
+
 def _load(method: str, model: str | Path | None, device: torch.device):
     path = Path(model) if model else default_model_path(method)
     if path is None:
@@ -86,6 +101,7 @@ def diffusion_fill(
     jump_n_sample: int = 2,
     feather: bool = False,
     extra_images: dict[str, np.ndarray] | None = None,
+    adapt_steps: int = 0,
     **_: Any,
 ) -> FillResult:
     """Fill with a diffusion model; see :func:`inpaint_volume` for the parameters."""
@@ -115,6 +131,7 @@ def diffusion_fill(
                 sampler=sampler, steps=k, eta=float(eta or 0.0), n_samples=int(n_samples),
                 seed=seed, device=dev, jump_length=jump_length, jump_n_sample=jump_n_sample,
                 extra_images=extra_images, feather=feather, zooms=tuple(zooms),
+                adapt_steps=int(adapt_steps or 0), progress=_log_progress(),
             )  # fmt: skip
         except ValueError as err:
             raise FillError(str(err)) from None
@@ -129,6 +146,7 @@ def diffusion_fill(
         "Crops": out.crops,
         "ModelCalls": out.model_calls,
         "Feather": bool(feather),
+        "AdaptSteps": int(adapt_steps or 0),
     }
     if method == "repaint":
         params.update({"JumpLength": int(jump_length), "JumpNSample": int(jump_n_sample)})

@@ -71,6 +71,7 @@ class TrainVolume:
     brain: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     source: str = ""
+    to_mni: np.ndarray | None = None  # 4x4 RAS world -> MNI152 world (real MNI masks)
 
 
 def _canonical(img: nib.Nifti1Image) -> nib.Nifti1Image:
@@ -83,6 +84,7 @@ def load_volume(
     *,
     cache_dir: Path | None = None,
     extras: dict[str, str | Path] | None = None,
+    voxel_size: Sequence[float] | None = None,
 ) -> TrainVolume:
     """Load a healthy T1w (any orientation), warp tissue priors onto it.
 
@@ -91,10 +93,22 @@ def load_volume(
         name: identifier for logs and the model card.
         cache_dir: where registered priors are cached.
         extras: other contrasts, resampled onto the T1w grid when needed.
+        voxel_size: the model's grid (mm); a scan on another grid is resampled to it
+            (linear), as inference resamples each crop to it.
     """
     img = _canonical(nib.load(str(path)))
     if img.ndim != 3:
         raise ValueError(f"{path} is not a 3D image.")
+    if voxel_size is not None and not np.allclose(
+        img.header.get_zooms()[:3], voxel_size, rtol=0.02
+    ):
+        from nibabel.processing import resample_to_output
+
+        img = resample_to_output(
+            nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine),
+            voxel_sizes=tuple(float(v) for v in voxel_size),
+            order=1,
+        )
     data = np.asarray(img.dataobj, dtype=np.float32)
     priors = register_priors(img, cache_dir=cache_dir)
     loaded = {}
@@ -107,8 +121,9 @@ def load_volume(
         loaded[key] = np.asarray(other.dataobj, dtype=np.float32)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return TrainVolume(
-        name, data, img.affine, zooms, priors.wm, priors.brain, loaded, source=str(path)
-    )
+        name, data, img.affine, zooms, priors.wm, priors.brain, loaded, source=str(path),
+        to_mni=priors.to_mni,
+    )  # fmt: skip
 
 
 def mni_volume(resolution: int = 1) -> TrainVolume:
@@ -124,6 +139,7 @@ def mni_volume(resolution: int = 1) -> TrainVolume:
         priors.wm,
         priors.brain,
         source="nilearn.datasets.load_mni152_template",
+        to_mni=priors.to_mni,
     )
 
 
@@ -133,6 +149,7 @@ def bids_volumes(
     *,
     flair: bool = False,
     cache_dir: Path | None = None,
+    voxel_size: Sequence[float] | None = None,
 ) -> list[TrainVolume]:
     """Every T1w of the chosen participants of a BIDS dataset (pybids).
 
@@ -142,6 +159,7 @@ def bids_volumes(
         flair: also load a FLAIR of the same subject/session as an extra channel;
             T1w images without one are skipped with a warning.
         cache_dir: where registered priors are cached.
+        voxel_size: resample every scan to this grid (mm), see :func:`load_volume`.
     """
     from bids import BIDSLayout
 
@@ -168,7 +186,9 @@ def bids_volumes(
                 continue
             extras["flair"] = match[0].path
         name = bf.filename.split(".nii")[0]
-        volumes.append(load_volume(bf.path, name, cache_dir=cache_dir, extras=extras))
+        volumes.append(
+            load_volume(bf.path, name, cache_dir=cache_dir, extras=extras, voxel_size=voxel_size)
+        )
     if not volumes:
         raise ValueError("No T1w image with a FLAIR was found.")
     return volumes
@@ -305,6 +325,7 @@ class InpaintingDataset(torch.utils.data.Dataset):
                 image=vol.image,
                 affine=vol.affine,
                 brain_mask=vol.brain,
+                to_mni=vol.to_mni,
             )
             hits = np.argwhere(full)
             centre = hits[rng.integers(len(hits))] if len(hits) else self._centre(k, rng)

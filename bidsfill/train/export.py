@@ -57,7 +57,7 @@ def export_checkpoint(
         "final_loss_mean_last_100": round(sum(tail) / len(tail), 6) if tail else None,
         "weights": "ema" if use_ema else "live",
         "hyperparameters": {
-            k: config[k]
+            k: config.get(k)
             for k in (
                 "steps",
                 "batch_size",
@@ -69,6 +69,7 @@ def export_checkpoint(
                 "grad_clip",
                 "outside_weight",
                 "seed",
+                "high_t_fraction",
             )
         },  # fmt: skip
         "checkpoint": path.name,

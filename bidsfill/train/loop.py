@@ -73,6 +73,9 @@ class TrainConfig:
         init_from: exported weights (``.safetensors`` with its card) to start from
             instead of a random initialisation: fine-tuning a shipped model on new data.
             Its architecture and config must match ``arch`` and ``network``.
+        high_t_fraction: share of examples whose timestep is drawn from the noisiest
+            10 % instead of all T; those steps decide a few-step DDIM fill (one step from
+            pure noise is the network's posterior-mean estimate).
     """
 
     run_dir: str = "runs/default"
@@ -100,6 +103,7 @@ class TrainConfig:
     max_minutes: float = 0.0
     device: str = "auto"
     init_from: str = ""
+    high_t_fraction: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -269,7 +273,13 @@ def train(
         cond = batch["condition"].to(info.device)
         mask = batch["mask"].to(info.device)
         n = x0.shape[0]
-        t = torch.randint(0, schedule.num_train_timesteps, (n,), generator=gen).to(info.device)
+        T = schedule.num_train_timesteps
+        t = torch.randint(0, T, (n,), generator=gen)
+        if config.high_t_fraction > 0:
+            high = torch.randint(T - T // 10, T, (n,), generator=gen)
+            pick = torch.rand(n, generator=gen) < config.high_t_fraction
+            t = torch.where(pick, high, t)
+        t = t.to(info.device)
         noise = torch.randn(x0.shape, generator=gen).to(info.device)
         x_t = schedule.add_noise(x0, noise, t)
         target = schedule.training_target(x0, noise, t)
@@ -351,6 +361,11 @@ def _init_from(model: torch.nn.Module, ema: torch.nn.Module, config: TrainConfig
             grown = torch.zeros(want, dtype=value.dtype)
             grown[:, : value.shape[1]] = value
             state[key] = grown
+    if config.preprocessing.get("residual") and not card["preprocessing"].get("residual"):
+        # An image model becomes a residual one: its output layer starts at zero, so the
+        # first fill is exactly the prefill and training only ever adds a correction.
+        for key in [k for k in state if k.startswith("out.")][-2:]:
+            state[key] = torch.zeros_like(state[key])
     model.load_state_dict(state)
     ema.load_state_dict(state)
     LOGGER.info("Starting from %s (sha256 %s)", config.init_from, card.get("sha256", "")[:12])

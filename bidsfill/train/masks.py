@@ -25,7 +25,9 @@ __all__ = [
     "LesionSites",
     "MaskGenerator",
     "RealMask",
+    "filter_real_masks",
     "find_real_masks",
+    "place_mni_mask",
     "lesion_sites",
     "sample_lesion_mask",
     "warp_real_mask",
@@ -489,12 +491,58 @@ def warp_real_mask(
     return out
 
 
+def place_mni_mask(
+    real: RealMask,
+    target_shape: Sequence[int],
+    target_affine: np.ndarray,
+    to_mni: np.ndarray,
+    target_brain_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Move an MNI152-space lesion mask into a healthy brain with its MNI registration.
+
+    The brain was registered to the MNI152 template once (its tissue priors came that
+    way), and a mask drawn on an MNI152 grid follows the same map: linear resampling
+    thresholded at 0.5, so its edge stays smooth. No cost-function masking is needed
+    here (as :func:`warp_real_mask` does for masks drawn on a patient's own scan),
+    because the template has no lesion. This costs a resampling, not a registration.
+    """
+    import nibabel as nib
+
+    from bidsfill.io.resample import warp_from_world
+
+    img = nib.load(str(real.mask))
+    data = np.asarray(img.dataobj) > 0.5
+    if data.ndim != 3 or not data.any():
+        raise ValueError(f"{real.mask} is not a non-empty 3D mask.")
+    out = warp_from_world(data, img.affine, target_shape, target_affine, to_mni) >= 0.5
+    if target_brain_mask is not None:
+        out &= np.asarray(target_brain_mask).astype(bool)
+    return out
+
+
+def filter_real_masks(
+    masks: Sequence[RealMask], max_ml: float | None = None, index: str | Path | None = None
+) -> list[RealMask]:
+    """Keep the masks of at most ``max_ml`` (by the folder's ``index.tsv``, when it has one)."""
+    if max_ml is None or index is None or not Path(index).exists():
+        return list(masks)
+    import csv
+
+    root = Path(index).parent
+    with open(index, newline="") as fh:
+        volume = {
+            (root / row["file"]).resolve(): float(row["volume_ml"])
+            for row in csv.DictReader(fh, delimiter="\t")
+        }
+    return [m for m in masks if volume.get(Path(m.mask).resolve(), 0.0) <= max_ml]
+
+
 # --------------------------------------------------------------------------- generator
 
 
 #: Volume ranges (ml) of the larger mask kinds in the shipped model's training, its
 #: validation and its scorecard (the generator's own defaults are for other uses).
-TRAINING_VOLUME_ML: dict[str, tuple[float, float]] = {"tumour": (3.0, 25.0), "cavity": (2.0, 20.0)}
+TRAINING_VOLUME_ML: dict[str, tuple[float, float]] = {"tumour": (3.0, 60.0), "cavity": (2.0, 40.0)}
 
 
 class MaskGenerator:
@@ -512,6 +560,7 @@ class MaskGenerator:
         real_transform: ANTs transform used to place real masks ("SyN", "Affine", ...).
         volume_ml: optional per-kind override of the volume ranges.
         cache_size: how many brains' site maps (and real-mask warps) to keep.
+        real_max_ml: leave out real masks larger than this (by the folder's index.tsv).
     """
 
     def __init__(
@@ -522,6 +571,7 @@ class MaskGenerator:
         real_transform: str = "SyN",
         volume_ml: dict[str, tuple[float, float]] | None = None,
         cache_size: int = 8,
+        real_max_ml: float | None = None,
     ) -> None:
         if not isinstance(kinds, dict):
             kinds = {k: 1.0 for k in kinds}
@@ -531,7 +581,10 @@ class MaskGenerator:
         if not kinds or sum(kinds.values()) <= 0:
             raise ValueError("kinds must give at least one kind a positive weight")
         if isinstance(real_masks, (str, Path)):
-            real_masks = find_real_masks(real_masks)
+            folder = Path(real_masks)
+            real_masks = filter_real_masks(
+                find_real_masks(folder), real_max_ml, folder / "index.tsv"
+            )
         self.real_masks = list(real_masks or [])
         if kinds.get("real", 0) > 0 and not self.real_masks:
             raise ValueError("kind 'real' needs a non-empty real_masks folder")
@@ -569,8 +622,11 @@ class MaskGenerator:
         image: np.ndarray | None = None,
         affine: np.ndarray | None = None,
         brain_mask: np.ndarray | None = None,
+        to_mni: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Draw one mask. ``image`` and ``affine`` are needed only for real masks."""
+        """Draw one mask. ``image`` and ``affine`` are needed only for real masks;
+        ``to_mni`` (the brain's RAS world -> MNI152 map) moves MNI-space masks without a
+        registration of their own (:func:`place_mni_mask`)."""
         names = list(self.kinds)
         p = np.array([self.kinds[n] for n in names], dtype=np.float64)
         kind = names[int(rng.choice(len(names), p=p / p.sum()))]
@@ -579,6 +635,9 @@ class MaskGenerator:
                 raise ValueError("real masks need the target image and its affine")
             index = int(rng.integers(len(self.real_masks)))
             cache_key = (key, index)
+            real = self.real_masks[index]
+            if real.reference is None and to_mni is not None:
+                return place_mni_mask(real, image.shape, affine, to_mni, brain_mask)
             if key is None or cache_key not in self._real:
                 warped = warp_real_mask(
                     self.real_masks[index],

@@ -10,7 +10,6 @@ synthetic lesions, and it works the same with or without skull.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ class TissuePriors:
     brain: np.ndarray
     wm: np.ndarray
     gm: np.ndarray
+    to_mni: np.ndarray | None = None  # 4x4: this scan's RAS world -> MNI152 RAS world
 
 
 def _mni_images(resolution: int = 1) -> tuple[nib.Nifti1Image, ...]:
@@ -53,6 +53,7 @@ def mni_priors(resolution: int = 1) -> tuple[nib.Nifti1Image, TissuePriors]:
         brain=np.asarray(brain.dataobj) > 0.5,
         wm=np.clip(np.asarray(wm.dataobj, dtype=np.float32), 0, 1),
         gm=np.clip(np.asarray(gm.dataobj, dtype=np.float32), 0, 1),
+        to_mni=np.eye(4),
     )
     return t1, priors
 
@@ -69,52 +70,48 @@ def register_priors(
 ) -> TissuePriors:
     """Warp the MNI152 tissue maps onto ``image`` with an affine antspyx registration.
 
+    The registration is :func:`bidsfill.segment.brainmask.register_mni` (the template as
+    fixed image with a cost-function mask around its brain), so a head with skull and
+    neck gets a brain-sized prior, not a template stretched over the skull.
+
     Args:
         image: the healthy scan (any orientation, with or without skull).
         cache_dir: where to keep the warped maps so a resumed run skips the registration.
         seed: antspyx random seed (the registration samples voxels).
 
     Returns:
-        Priors on ``image``'s voxel grid.
+        Priors on ``image``'s voxel grid, with the scan-to-MNI world map.
     """
     cache = None
     if cache_dir is not None:
-        cache = Path(cache_dir) / f"priors-{_cache_key(image)}.npz"
+        cache = Path(cache_dir) / f"priors-v2-{_cache_key(image)}.npz"
         if cache.exists():
             with np.load(cache) as npz:
-                return TissuePriors(brain=npz["brain"], wm=npz["wm"], gm=npz["gm"])
-    import ants
+                return TissuePriors(
+                    brain=npz["brain"], wm=npz["wm"], gm=npz["gm"], to_mni=npz["to_mni"]
+                )
+    from bidsfill.io.resample import warp_from_world
+    from bidsfill.segment.brainmask import register_mni
 
-    t1, brain, wm, gm = _mni_images(2)
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {}
-        for name, img in (("fixed", image), ("t1", t1), ("brain", brain), ("wm", wm), ("gm", gm)):
-            paths[name] = str(Path(tmp) / f"{name}.nii.gz")
-            nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine).to_filename(
-                paths[name]
-            )
-        fixed = ants.image_read(paths["fixed"])
-        moving = ants.image_read(paths["t1"])
-        reg = ants.registration(
-            fixed=fixed,
-            moving=moving,
-            type_of_transform="Affine",
-            aff_metric="mattes",
-            random_seed=seed,
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    to_mni = register_mni(data, image.affine, seed, n_threads=1)
+    _, brain, wm, gm = _mni_images(2)
+    warped = {
+        name: np.clip(
+            warp_from_world(np.asarray(img.dataobj), img.affine, data.shape, image.affine, to_mni),
+            0,
+            1,
         )
-        warped = {}
-        for name in ("brain", "wm", "gm"):
-            out = ants.apply_transforms(
-                fixed=fixed,
-                moving=ants.image_read(paths[name]),
-                transformlist=reg["fwdtransforms"],
-                interpolator="linear",
-            )
-            warped[name] = np.clip(out.numpy().astype(np.float32), 0, 1)
-    priors = TissuePriors(brain=warped["brain"] > 0.5, wm=warped["wm"], gm=warped["gm"])
+        for name, img in (("brain", brain), ("wm", wm), ("gm", gm))
+    }
+    priors = TissuePriors(
+        brain=warped["brain"] > 0.5, wm=warped["wm"], gm=warped["gm"], to_mni=to_mni
+    )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = cache.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp_path, brain=priors.brain, wm=priors.wm, gm=priors.gm)
+        np.savez_compressed(
+            tmp_path, brain=priors.brain, wm=priors.wm, gm=priors.gm, to_mni=priors.to_mni
+        )
         tmp_path.replace(cache)
     return priors

@@ -1,17 +1,20 @@
 """The model card's scorecard: a trained model beside every classical filler, on held-out data.
 
-Issue 4's bar for the shipped model is measured here: on healthy scans it never saw, with
-lesion masks drawn by the training generator under a seed of their own, every filler
-fills the same masks through :func:`bidsfill.fill.fill_image` (the code behind the CLI),
-and each fill is scored against the healthy truth with masked PSNR and SSIM (the
-definitions validation uses during training) and with the in-mask Dice of GM, WM and
-CSF, segmenting the truth and the filled image alike (same segmenter, brain mask and
-seed). The means go into the model card under ``"scorecard"``.
+Issue 12's bar is measured here: on real healthy scans the model never saw, at their own
+resolution, with real lesion masks (MS and stroke, moved from MNI152 space into each
+brain with its registration) and synthetic ones (MS-like, tumour, cavity), every filler
+fills the same masks through :func:`bidsfill.fill.fill_image` (the code behind the CLI).
+Each fill is scored against the healthy truth with the BraTS 2023 inpainting metrics
+(SSIM, PSNR, PSNR01 and MSE inside the mask), a 3D SSIM, the in-mask Dice of GM, WM and
+CSF and the whole-brain tissue-volume error (truth and fill segmented alike: same
+segmenter, brain mask and seed), and its fill seconds. Rows are cached in a JSON-lines
+file, so an interrupted scorecard resumes and a new model reuses the classical rows.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -23,16 +26,19 @@ from typing import Any
 
 import numpy as np
 
-from bidsfill.evaluate.metrics import TISSUES, dice
-from bidsfill.train.validation import ValidationCase, masked_psnr, masked_ssim
+from bidsfill.evaluate.metrics import TISSUES, dice, image_metrics
+from bidsfill.train.validation import ValidationCase
 
 __all__ = [
+    "CASE_KINDS",
     "METRICS",
     "FillerSpec",
     "bar_checks",
     "default_fillers",
     "held_out_volumes",
+    "make_scorecard_cases",
     "markdown_table",
+    "per_volume",
     "run_scorecard",
     "score_cases",
     "summarise",
@@ -40,8 +46,21 @@ __all__ = [
 
 LOGGER = logging.getLogger("bidsfill.train")
 
-#: Scorecard columns, in table order; higher is better for all of them.
-METRICS = ("psnr", "ssim", *(f"dice_{t}" for t in TISSUES))
+#: Scorecard columns, in table order, and whether higher is better.
+METRICS: dict[str, bool] = {
+    "brats_psnr_01": True,
+    "brats_psnr": True,
+    "brats_ssim": True,
+    "brats_mse": False,
+    "ssim3d": True,
+    **{f"dice_{t}": True for t in TISSUES},
+    "vol_err_pct": False,
+    "seconds": False,
+}
+
+#: Mask kinds of the scorecard's cases: real masks from the lesion-mask folder (by the
+#: ``kind`` column of its index.tsv) and the synthetic kinds of the training generator.
+CASE_KINDS = ("real-ms", "real-stroke", "ms", "tumour", "cavity")
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,12 @@ def _segment(image: np.ndarray, case: ValidationCase, seed: int, n_threads: int)
     )
 
 
+def _case_key(case: ValidationCase, spec: FillerSpec) -> str:
+    digest = hashlib.sha256(np.packbits(case.mask).tobytes())
+    digest.update(json.dumps(spec.params, sort_keys=True, default=str).encode())
+    return f"{case.name}|{spec.label}|{digest.hexdigest()[:16]}"
+
+
 def score_cases(
     cases: Sequence[ValidationCase],
     fillers: Sequence[FillerSpec],
@@ -73,21 +98,35 @@ def score_cases(
     seed: int = 0,
     n_threads: int = 1,
     log: Callable[[str], None] | None = None,
+    cache: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Fill every case with every filler and score it; one row per (filler, case).
 
     A filler that cannot run here (FSL not installed) gives one row with a ``note`` and
     no numbers, so the card says why it is missing rather than leaving it out silently.
+    ``cache`` (JSON lines) keeps finished rows keyed by case, filler, parameters (a
+    model's sha256 among them) and mask, so a rerun only computes what is new.
     """
     from bidsfill.fill import FillError, fill_image
 
+    done: dict[str, dict[str, Any]] = {}
+    if cache is not None and cache.exists():
+        for line in cache.read_text().splitlines():
+            row = json.loads(line)
+            done[row.pop("key")] = row
     rows: list[dict[str, Any]] = []
     for case in cases:
         truth = case.volume.image
-        truth_seg = _segment(truth, case, seed, n_threads) if tissues else None
+        truth_seg = None
+        voxel_ml = float(np.prod(case.volume.zooms)) / 1000
         for spec in fillers:
+            key = _case_key(case, spec)
+            if key in done:
+                rows.append(done[key])
+                continue
             row: dict[str, Any] = {"filler": spec.label, "case": case.name}
-            row["mask_ml"] = float(case.mask.sum()) * float(np.prod(case.volume.zooms)) / 1000
+            row["volume"] = case.name.split("#")[0]
+            row["mask_ml"] = float(case.mask.sum()) * voxel_ml
             start = time.perf_counter()
             try:
                 result = fill_image(
@@ -104,70 +143,132 @@ def score_cases(
                 continue
             row["seconds"] = time.perf_counter() - start
             filled = result.filled
-            row["psnr"] = masked_psnr(truth, filled, case.mask)
-            row["ssim"] = masked_ssim(truth, filled, case.mask)
-            if truth_seg is not None:
+            row.update(
+                {
+                    k: v
+                    for k, v in image_metrics(truth, filled, case.mask).items()
+                    if k in METRICS or k.startswith("band_")
+                }
+            )
+            if tissues:
+                if truth_seg is None:
+                    truth_seg = _segment(truth, case, seed, n_threads)
                 filled_seg = _segment(filled, case, seed, n_threads)
                 row["segmenter"] = filled_seg.segmenter
+                errors = []
                 for name, label in TISSUES.items():
-                    row[f"dice_{name}"] = dice(
-                        (truth_seg.dseg == label) & case.mask,
-                        (filled_seg.dseg == label) & case.mask,
-                    )
+                    in_truth, in_fill = truth_seg.dseg == label, filled_seg.dseg == label
+                    row[f"dice_{name}"] = dice(in_truth & case.mask, in_fill & case.mask)
+                    v_truth, v_fill = float(in_truth.sum()), float(in_fill.sum())
+                    row[f"vol_diff_ml_{name}"] = (v_fill - v_truth) * voxel_ml
+                    if v_truth:
+                        errors.append(100 * abs(v_fill - v_truth) / v_truth)
+                row["vol_err_pct"] = float(np.mean(errors)) if errors else math.nan
             rows.append(row)
+            if cache is not None:
+                with open(cache, "a") as fh:
+                    fh.write(json.dumps({"key": key, **row}) + "\n")
             if log is not None:
                 log(
-                    f"{case.name} {spec.label}: PSNR {row['psnr']:.2f} SSIM {row['ssim']:.3f}"
+                    f"{case.name} {spec.label}: PSNR01 {row['brats_psnr_01']:.2f} "
+                    f"SSIM {row['brats_ssim']:.3f} {row['seconds']:.1f} s"
                     + "".join(f" {k} {row[k]:.3f}" for k in row if k.startswith("dice_"))
                 )
     return rows
 
 
+def _mean_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"cases": len(rows)}
+    for metric in METRICS:
+        vals = [
+            float(r[metric])
+            for r in rows
+            if r.get(metric) is not None and not math.isnan(float(r[metric]))
+        ]
+        entry[metric] = round(float(np.mean(vals)), 4) if vals else None
+        if metric.startswith("dice_"):
+            entry[f"{metric}_cases"] = len(vals)
+    return entry
+
+
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per filler: the mean of each metric over cases (NaN Dice, a tissue absent from
     both segmentations of a case, is left out of that tissue's mean) and the case count."""
-    out: dict[str, dict[str, Any]] = {}
+    by_filler: dict[str, list[dict[str, Any]]] = {}
+    notes: dict[str, str] = {}
     for row in rows:
-        entry = out.setdefault(row["filler"], {"cases": 0, "_values": {}})
+        by_filler.setdefault(row["filler"], [])
         if "note" in row:
-            entry["note"] = row["note"]
-            continue
-        entry["cases"] += 1
-        for metric in METRICS:
-            value = row.get(metric, math.nan)
-            if value is not None and not math.isnan(value):
-                entry["_values"].setdefault(metric, []).append(float(value))
-    for entry in out.values():
-        values = entry.pop("_values")
-        for metric in METRICS:
-            vals = values.get(metric, [])
-            entry[metric] = round(float(np.mean(vals)), 4) if vals else None
-            if metric.startswith("dice_"):
-                entry[f"{metric}_cases"] = len(vals)
+            notes[row["filler"]] = row["note"]
+        else:
+            by_filler[row["filler"]].append(row)
+    out = {}
+    for label, scored in by_filler.items():
+        out[label] = _mean_metrics(scored)
+        if label in notes:
+            out[label]["note"] = notes[label]
     return out
 
 
+def per_volume(
+    rows: Sequence[dict[str, Any]], metric: str = "brats_psnr_01"
+) -> dict[str, dict[str, float]]:
+    """Mean of ``metric`` per held-out volume and filler: ``{volume: {filler: mean}}``."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        if row.get(metric) is None or "note" in row:
+            continue
+        out.setdefault(row["volume"], {}).setdefault(row["filler"], []).append(row[metric])
+    return {v: {f: round(float(np.mean(x)), 3) for f, x in d.items()} for v, d in out.items()}
+
+
 def bar_checks(
-    summary: dict[str, dict[str, Any]], model: str, baseline: str = "nawm", margin_db: float = 2.0
+    summary: dict[str, dict[str, Any]],
+    model: str,
+    rows: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, bool | None]:
-    """Issue 4's bar: PSNR at least ``margin_db`` above the baseline, higher SSIM, higher
-    Dice of every tissue. None where a number is missing."""
+    """Issue 12's bar: against ``nonlocal`` +1 dB mean PSNR01, higher BraTS and 3D SSIM,
+    in-mask Dice of GM and WM at least as high; against ``nawm`` +2 dB PSNR01 on every
+    held-out volume (from ``rows``). None where a number is missing."""
 
-    def better(metric: str, margin: float = 0.0) -> bool | None:
+    def cmp(baseline: str, metric: str, margin: float = 0.0, strict: bool = False) -> bool | None:
+        if baseline not in summary or model not in summary:
+            return None
         a, b = summary[model].get(metric), summary[baseline].get(metric)
-        return None if a is None or b is None else bool(a >= b + margin if margin else a > b)
+        if a is None or b is None:
+            return None
+        return bool(a > b + margin) if strict else bool(a >= b + margin)
 
-    checks: dict[str, bool | None] = {f"psnr_plus_{margin_db:g}dB": better("psnr", margin_db)}
-    for metric in METRICS[1:]:
-        checks[f"{metric}_higher"] = better(metric)
+    checks: dict[str, bool | None] = {
+        "nonlocal_psnr01_plus_1dB": cmp("nonlocal", "brats_psnr_01", 1.0),
+        "nonlocal_ssim_higher": cmp("nonlocal", "brats_ssim", strict=True),
+        "nonlocal_ssim3d_higher": cmp("nonlocal", "ssim3d", strict=True),
+        "nonlocal_dice_GM_not_lower": cmp("nonlocal", "dice_GM"),
+        "nonlocal_dice_WM_not_lower": cmp("nonlocal", "dice_WM"),
+    }
+    if rows is not None:
+        volumes = per_volume(rows)
+        ok = [d[model] >= d["nawm"] + 2.0 for d in volumes.values() if model in d and "nawm" in d]
+        checks["nawm_psnr01_plus_2dB_every_volume"] = bool(ok) and all(ok) if ok else None
     checks["all"] = all(v is True for v in checks.values())
     return checks
 
 
+_HEAD = {
+    "brats_psnr_01": "PSNR01",
+    "brats_psnr": "PSNR",
+    "brats_ssim": "SSIM",
+    "brats_mse": "MSE",
+    "ssim3d": "3D SSIM",
+    **{f"dice_{t}": f"Dice {t}" for t in TISSUES},
+    "vol_err_pct": "tissue vol. err. %",
+    "seconds": "fill s",
+}
+
+
 def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
     """The scorecard as a Markdown table, one row per filler."""
-    head = ["filler", "cases", "masked PSNR (dB)", "masked SSIM"]
-    head += [f"Dice {t} in mask" for t in TISSUES]
+    head = ["filler", "cases", *(_HEAD[m] for m in METRICS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, entry in summary.items():
         if entry.get("note") and not entry["cases"]:
@@ -176,8 +277,14 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
         cells = [label, str(entry["cases"])]
         for metric in METRICS:
             value = entry.get(metric)
-            fmt = "{:.2f}" if metric == "psnr" else "{:.3f}"
-            cells.append("—" if value is None else fmt.format(value))
+            if value is None:
+                cells.append("—")
+            elif metric == "brats_mse":
+                cells.append(f"{value:.4f}")
+            elif metric.startswith(("dice_", "brats_ssim", "ssim3d")):
+                cells.append(f"{value:.3f}")
+            else:
+                cells.append(f"{value:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -185,8 +292,8 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
 def held_out_volumes(
     bids_dir: str | Path, held_out: dict[str, str | None], cache_dir: Path | None = None
 ) -> list[Any]:
-    """The held-out volumes of ``bids-dir``: whole scans, or the held-out hemisphere
-    (``{"gd01": "right"}``), exactly as ``bidsfill-train`` holds them out."""
+    """The held-out volumes of ``bids-dir`` at their own resolution: whole scans, or the
+    held-out hemisphere (``{"gd01": "right"}``), exactly as ``bidsfill-train`` holds them out."""
     from bidsfill.train.dataset import bids_volumes, split_hemisphere
 
     out = []
@@ -196,14 +303,73 @@ def held_out_volumes(
     return out
 
 
-def default_fillers(model: str | Path, arch: str, steps: int | None = None) -> list[FillerSpec]:
-    """Every classical filler, then the model with the CLI's default sampler settings."""
+def default_fillers(
+    model: str | Path, arch: str, steps: int | None = None, adapt_steps: int = 0
+) -> list[FillerSpec]:
+    """Every classical filler, then the model with the CLI's default sampler settings
+    (and, with ``adapt_steps``, the model adapted to each scan first)."""
     from bidsfill.fill.base import CLASSICAL_METHODS
 
-    params: dict[str, Any] = {"model": str(model), "device": "cpu"}
+    sha = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
+    params: dict[str, Any] = {"model": str(model), "device": "cpu", "model_sha": sha}
     if steps:
         params["steps"] = int(steps)
-    return [FillerSpec(m, m) for m in CLASSICAL_METHODS] + [FillerSpec(arch, arch, params)]
+    fillers = [FillerSpec(m, m) for m in CLASSICAL_METHODS] + [FillerSpec(arch, arch, params)]
+    if adapt_steps:
+        fillers.append(
+            FillerSpec(f"{arch}+adapt{adapt_steps}", arch, {**params, "adapt_steps": adapt_steps})
+        )
+    return fillers
+
+
+def make_scorecard_cases(
+    volumes: Sequence[Any],
+    kinds: Sequence[str],
+    *,
+    real_masks: str | Path | None,
+    seed: int = 2026,
+    max_real_ml: float = 100.0,
+) -> list[ValidationCase]:
+    """One case per (volume, kind): real masks chosen by seed from the folder's index.tsv
+    (MS, or stroke of 1-``max_real_ml`` ml) and placed with the volume's MNI registration;
+    synthetic kinds drawn in the whole brain by the training mask generator."""
+    from bidsfill.train.masks import (
+        TRAINING_VOLUME_ML,
+        MaskGenerator,
+        RealMask,
+        place_mni_mask,
+    )
+
+    index: list[dict[str, str]] = []
+    if real_masks is not None:
+        with open(Path(real_masks) / "index.tsv", newline="") as fh:
+            index = list(csv.DictReader(fh, delimiter="\t"))
+    cases = []
+    for v, vol in enumerate(volumes):
+        for k, kind in enumerate(kinds):
+            rng = np.random.default_rng([seed, v, k])
+            if kind.startswith("real-"):
+                want = kind.removeprefix("real-")
+                pool = [
+                    r
+                    for r in index
+                    if r["kind"] == want
+                    and (want == "ms" or 1.0 <= float(r["volume_ml"]) <= max_real_ml)
+                ]
+                if not pool:
+                    raise ValueError(f"No real {want} masks for the scorecard in {real_masks}.")
+                pick = pool[int(rng.integers(len(pool)))]
+                real = RealMask(Path(real_masks) / pick["file"])
+                mask = place_mni_mask(real, vol.image.shape, vol.affine, vol.to_mni, vol.brain)
+                name = f"{vol.name}#{kind}:{Path(pick['file']).name.split('_mask')[0]}"
+            else:
+                gen = MaskGenerator({kind: 1.0}, volume_ml=TRAINING_VOLUME_ML)
+                mask = gen(vol.wm, vol.zooms, rng, key=vol.name, brain_mask=vol.brain)
+                name = f"{vol.name}#{kind}"
+            mask &= vol.image > 0
+            if mask.sum() >= 2:
+                cases.append(ValidationCase(name, vol, mask))
+    return cases
 
 
 def run_scorecard(
@@ -212,46 +378,47 @@ def run_scorecard(
     *,
     bids_dir: str | Path,
     held_out: dict[str, str | None],
-    kinds: dict[str, float],
-    region: tuple[int, int, int] = (96, 96, 32),
-    per_volume: int = 4,
+    kinds: Sequence[str] = CASE_KINDS[:4],
+    real_masks: str | Path | None = None,
     seed: int = 2026,
     steps: int | None = None,
+    adapt_steps: int = 0,
     cache_dir: Path | None = None,
     n_threads: int = 1,
     tsv: Path | None = None,
     log: Callable[[str], None] | None = LOGGER.info,
+    only: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score ``model`` beside every classical filler and write the result into its card.
 
-    Masks come from the training mask generator (``kinds``) drawn in ``region``-sized
-    boxes of the held-out volumes with ``seed``, as validation during training draws
-    them, so they are of the kinds the model is meant for but were never seen by it.
-    The card beside ``model`` gets a ``"scorecard"`` entry (the sha256 covers only the
+    ``only`` restricts the fillers (labels) that run, e.g. the classical ones while the
+    model still trains: their rows land in the cache and are reused. The card beside ``model`` gets a ``"scorecard"`` entry (the sha256 covers only the
     weights, which are not touched).
     """
-    from bidsfill.train.dataset import InpaintingDataset
-    from bidsfill.train.masks import TRAINING_VOLUME_ML, MaskGenerator
-    from bidsfill.train.validation import make_cases
-
-    masks = MaskGenerator(kinds, volume_ml=TRAINING_VOLUME_ML)
     volumes = held_out_volumes(bids_dir, held_out, cache_dir)
-
-    def factory(vols: list[Any], case_seed: int) -> InpaintingDataset:
-        return InpaintingDataset(
-            vols, arch=card["architecture"], config=card["config"],
-            preprocessing=card["preprocessing"], masks=masks, region=region, seed=case_seed,
-        )  # fmt: skip
-
-    cases = make_cases(volumes, factory, per_volume=per_volume, seed=seed)
-    fillers = default_fillers(model, card["architecture"], steps)
+    cases = make_scorecard_cases(volumes, kinds, real_masks=real_masks, seed=seed)
+    fillers = default_fillers(model, card["architecture"], steps, adapt_steps)
+    if only:
+        fillers = [f for f in fillers if f.label in only]
     start = time.perf_counter()
-    rows = score_cases(cases, fillers, n_threads=n_threads, log=log)
+    rows = score_cases(
+        cases,
+        fillers,
+        n_threads=n_threads,
+        log=log,
+        cache=None if cache_dir is None else Path(cache_dir) / "scorecard_rows.jsonl",
+    )
     summary = summarise(rows)
-    checks = bar_checks(summary, card["architecture"])
-    table = markdown_table(summary)
+    label = card["architecture"]
+    by_kind = {
+        kind: summarise([r for r in rows if r["case"].split("#")[1].split(":")[0] == kind])
+        for kind in kinds
+    }
     entry = {
-        "held_out": [v.name for v in volumes],
+        "held_out": [
+            {"name": v.name, "zooms": [round(z, 3) for z in v.zooms], "source": v.source}
+            for v in volumes
+        ],
         "cases": [
             {
                 "name": c.name,
@@ -259,12 +426,15 @@ def run_scorecard(
             }
             for c in cases
         ],  # fmt: skip
-        "masks": {"kinds": kinds, "region": list(region), "seed": seed},
-        "metrics": "masked PSNR (peak: truth's 99.5th brain percentile) and 3D SSIM; Dice of "
-        "GM/WM/CSF inside the mask, truth and fill segmented alike",
+        "masks": {"kinds": list(kinds), "seed": seed, "real_masks": str(real_masks or "")},
+        "metrics": "BraTS 2023 inpainting SSIM/PSNR/PSNR01/MSE inside the mask; 3D SSIM; "
+        "Dice of GM/WM/CSF inside the mask and whole-brain tissue-volume error (mean |%| "
+        "over GM/WM/CSF), truth and fill segmented alike; fill seconds",
         "segmenter": ", ".join(sorted({r["segmenter"] for r in rows if "segmenter" in r})),
         "fillers": summary,
-        "bar_vs_nawm": checks,
+        "by_kind": by_kind,
+        "psnr01_per_volume": per_volume(rows),
+        "bar": bar_checks(summary, label, rows),
         "seconds": round(time.perf_counter() - start, 1),
     }
     card_path = Path(model).with_suffix(".json")
@@ -272,9 +442,15 @@ def run_scorecard(
     full["scorecard"] = entry
     card_path.write_text(json.dumps(full, indent=2) + "\n")
     if tsv is not None:
-        keys = ["filler", "case", "mask_ml", "seconds", *METRICS, "segmenter", "note"]
+        keys = ["filler", "case", "volume", "mask_ml", *METRICS, "segmenter", "note"]
         with open(tsv, "w", newline="") as fh:
             writer = csv.DictWriter(fh, keys, delimiter="\t", extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-    return {"rows": rows, "summary": summary, "checks": checks, "table": table, "entry": entry}
+    return {
+        "rows": rows,
+        "summary": summary,
+        "checks": entry["bar"],
+        "table": markdown_table(summary),
+        "entry": entry,
+    }

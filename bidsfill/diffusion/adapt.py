@@ -1,0 +1,191 @@
+"""Adapt a diffusion model to one scan before it fills that scan (``--adapt-steps N``).
+
+The scan's own healthy tissue is training data no other scan can give: its contrast,
+noise, bias field and anatomy. A copy of the model is fine-tuned for N steps on it: each
+example moves one of the scan's own lesion components to a random place in healthy
+tissue (never touching the real lesions), so the model practises on lesion shapes and
+sizes like the ones it will fill, where the truth is known. Examples are built by
+:func:`~bidsfill.diffusion.prepare.make_training_example`, the code training uses, and
+the loss is the training loss; the shipped weights are never modified.
+
+Everything is drawn from generators seeded with ``seed``, so the adapted model, and the
+fill, are the same for the same seed on the same device.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from bidsfill.diffusion.prepare import (
+    PREFILL_METHOD,
+    TissueReference,
+    classical_prefill,
+    lesion_components,
+    make_training_example,
+    tissue_reference,
+)
+from bidsfill.diffusion.schedules import NoiseSchedule
+from bidsfill.train.loop import weighted_loss
+
+__all__ = ["adapt_model", "draw_adaptation_region"]
+
+LOGGER = logging.getLogger("bidsfill.diffusion")
+
+#: Fine-tuning settings: a small learning rate keeps the model near what it learnt from
+#: many brains; the loss weighs voxels outside the mask as training does.
+ADAPT_LR = 5e-5
+ADAPT_BATCH = 2
+OUTSIDE_WEIGHT = 0.1
+
+
+def draw_adaptation_region(
+    image: np.ndarray,
+    lesions: np.ndarray,
+    tissue: np.ndarray,
+    components: list[np.ndarray],
+    region: tuple[int, int, int],
+    rng: np.random.Generator,
+    attempts: int = 50,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """One (image region, mask) with a lesion-shaped mask in healthy tissue.
+
+    Args:
+        image: the scan, on the model's grid.
+        lesions: the real lesions grown by a margin: no region may touch them.
+        tissue: voxels where a moved lesion may sit (healthy brain tissue).
+        components: the scan's own lesion components, each cut to its bounding box.
+        region: size of the region returned.
+        rng: the random generator (seeded by the caller).
+
+    Returns:
+        ``(region image, region mask)``, or None when no place was found.
+    """
+    candidates = np.argwhere(tissue)
+    if not len(candidates) or not components:
+        return None
+    size = np.array(region)
+    for _ in range(attempts):
+        shape = components[int(rng.integers(len(components)))]
+        if rng.random() < 0.5:
+            shape = shape[::-1]  # left-right mirrored: more shapes from few lesions
+        centre = candidates[int(rng.integers(len(candidates)))]
+        lo = centre - size // 2
+        if np.any(lo < 0) or np.any(lo + size > image.shape):
+            continue
+        box = tuple(slice(a, a + s) for a, s in zip(lo, size, strict=True))
+        if lesions[box].any():
+            continue
+        mask = np.zeros(region, dtype=bool)
+        sub = shape[tuple(slice(0, min(a, b)) for a, b in zip(shape.shape, size, strict=True))]
+        start = (size - np.array(sub.shape)) // 2
+        mask[tuple(slice(a, a + s) for a, s in zip(start, sub.shape, strict=True))] = sub
+        mask &= tissue[box]
+        if mask.sum() >= 2:
+            return np.asarray(image[box], dtype=np.float32), mask
+    return None
+
+
+def adapt_model(
+    net: torch.nn.Module,
+    card: dict[str, Any],
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    steps: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    reference: TissueReference | None = None,
+) -> torch.nn.Module:
+    """A copy of ``net`` fine-tuned for ``steps`` steps on the scan's healthy tissue.
+
+    Args:
+        net: the loaded model (left untouched).
+        card: its model card (architecture, config, schedule, preprocessing).
+        image: the scan (scanner units), ``(X, Y, Z)``, on the model's grid.
+        mask: its lesion mask (the voxels that will be filled; never trained on).
+        steps: optimisation steps (0 returns ``net`` itself).
+        seed: seed of every draw (regions, noise, timesteps).
+        device: where to train.
+        zooms: voxel size (mm) for the classical prefill.
+        reference: the scan's tissue landmarks (computed when None).
+    """
+    if steps <= 0:
+        return net
+    device = torch.device(device)
+    pre = card["preprocessing"]
+    arch, config = card["architecture"], card["config"]
+    schedule = NoiseSchedule.from_dict(card["schedule"])
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    if reference is None:
+        reference = tissue_reference(image, mask, pre["intensity"]["percentiles"])
+    labels = lesion_components(mask)
+    components = [labels[sl] == i for i, sl in enumerate(ndimage.find_objects(labels), 1)]
+    lesions = ndimage.binary_dilation(mask, iterations=3)
+    tissue = (image > reference.floor) & ~lesions
+    # Moved lesions sit in tissue, not at its edge: the region must be mostly brain.
+    tissue &= ndimage.binary_erosion(tissue, iterations=3)
+    patch = [int(p) for p in pre["patch_size"]]
+    region = (patch[0] + 16, patch[1] + 16, max(patch[2] + 8, 16))
+    extras = list(pre.get("extras", []))
+    if set(extras) - {"prefill", "mirror"}:
+        LOGGER.warning("No adaptation: the model needs contrasts (%s) it cannot draw here.", extras)
+        return net
+    rng = np.random.default_rng([int(seed), 41])
+    gen = torch.Generator().manual_seed(int(seed))
+    model = copy.deepcopy(net).to(device)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=ADAPT_LR)
+    high = float(card.get("training", {}).get("hyperparameters", {}).get("high_t_fraction", 0.0))
+    T = schedule.num_train_timesteps
+    with torch.enable_grad():
+        for _step in range(int(steps)):
+            batch = []
+            for _ in range(ADAPT_BATCH):
+                drawn = draw_adaptation_region(image, lesions, tissue, components, region, rng)
+                if drawn is None:
+                    LOGGER.warning("No healthy place for adaptation examples; not adapted.")
+                    return net
+                img_r, mask_r = drawn
+                extra = {}
+                if "prefill" in extras:
+                    method = pre.get("prefill_method", PREFILL_METHOD)
+                    extra["prefill"] = classical_prefill(img_r, mask_r, zooms, method)
+                batch.append(
+                    make_training_example(
+                        img_r,
+                        mask_r,
+                        arch=arch,
+                        config=config,
+                        preprocessing=pre,
+                        rng=rng,
+                        extra_images=extra,
+                        reference=reference,
+                    )  # fmt: skip
+                )
+            x0 = torch.stack([ex.x0 for ex in batch]).to(device)
+            cond = torch.stack([ex.condition for ex in batch]).to(device)
+            m = torch.stack([ex.mask for ex in batch]).to(device)
+            n = x0.shape[0]
+            t = torch.randint(0, T, (n,), generator=gen)
+            if high > 0:
+                pick = torch.rand(n, generator=gen) < high
+                t = torch.where(pick, torch.randint(T - T // 10, T, (n,), generator=gen), t)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            t = t.to(device)
+            x_t = schedule.add_noise(x0, noise, t)
+            target = schedule.training_target(x0, noise, t)
+            out = model(torch.cat([x_t, cond], dim=1), t)
+            loss = weighted_loss(out, target, m, OUTSIDE_WEIGHT)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
