@@ -110,6 +110,8 @@ class workflow(_Section):
     n_samples: int | None = None
     """Independent diffusion fills averaged; >1 writes a standard-deviation map (None:
     the model card's default)."""
+    adapt_steps: int = 0
+    """Fine-tune a copy of the model for this many steps on the scan before filling."""
     model: str | None = None
     """Path to diffusion weights (safetensors); None: the shipped default."""
     device: str = "auto"

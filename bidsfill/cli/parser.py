@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     g_fill.add_argument("--n-samples", type=positive, default=None, metavar="N",
                         help="average N diffusion fills and write their standard deviation "
                              "(default: the model's)")  # fmt: skip
+    g_fill.add_argument("--adapt-steps", type=nonneg, default=0, metavar="N",
+                        help="fine-tune a copy of the model for N steps on this scan's own "
+                             "healthy tissue (lesion shapes moved elsewhere in the brain) "
+                             "before filling; deterministic for a given --seed (default 0)")  # fmt: skip
     g_fill.add_argument("--model", type=exists, default=None, metavar="FILE",
                         help="diffusion weights (.safetensors with its .json card)")  # fmt: skip
     g_fill.add_argument("--device", default="auto", metavar="DEVICE",

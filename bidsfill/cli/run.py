@@ -69,6 +69,7 @@ def _set_config(opts, argv: list[str]) -> None:
     wf.steps = opts.steps
     wf.eta = opts.eta
     wf.n_samples = opts.n_samples
+    wf.adapt_steps = opts.adapt_steps
     wf.model = str(opts.model) if opts.model else None
     wf.device = opts.device
     wf.feather = opts.feather

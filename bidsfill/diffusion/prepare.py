@@ -43,6 +43,7 @@ __all__ = [
     "slices_to_volume",
     "tissue_reference",
     "to_network",
+    "training_patch",
     "volume_to_slices",
     "z_windows",
 ]
@@ -540,13 +541,7 @@ def make_training_example(
         raise ValueError(f"Volume {volume.shape} and mask {mask.shape} differ in shape.")
     names = preprocessing.get("extras", [])
     extras = extra_channels(volume, names, extra_images)
-    div = spatial_divisor(arch, config)
-    size = tuple(int(s) for s in preprocessing["patch_size"])
-    divisor = (div, div, div) if arch == "wdm3d" else (div, div, 1)
-    idx = np.argwhere(mask)
-    centre = idx[rng.integers(len(idx))] if len(idx) else np.array(volume.shape) // 2
-    lo = centre - np.array(size) // 2
-    crop = crop_around(lo, lo + np.array(size), volume.shape, size, divisor)
+    crop = training_patch(mask, arch=arch, config=config, preprocessing=preprocessing, rng=rng)
     img_c, mask_c = crop.extract(volume), crop.extract(mask).astype(bool)
     if reference is None:
         reference = tissue_reference(volume, mask, preprocessing["intensity"]["percentiles"])
@@ -563,6 +558,28 @@ def make_training_example(
         cond = cond[:0]
     m = volume_to_slices(mask_c)[None] if arch != "wdm3d" else mask_c[None]
     return TrainingExample(x0, cond, torch.as_tensor(m.astype(np.float32)), imap)
+
+
+def training_patch(
+    mask: np.ndarray,
+    *,
+    arch: str,
+    config: dict[str, Any],
+    preprocessing: dict[str, Any],
+    rng: np.random.Generator,
+) -> Crop:
+    """The patch a training example is cut from: centred on a random mask voxel.
+
+    Separate from :func:`make_training_example` so the dataset can compute the prefill
+    only around this patch (a generator in the same state gives the same patch).
+    """
+    div = spatial_divisor(arch, config)
+    size = tuple(int(s) for s in preprocessing["patch_size"])
+    divisor = (div, div, div) if arch == "wdm3d" else (div, div, 1)
+    idx = np.argwhere(mask)
+    centre = idx[rng.integers(len(idx))] if len(idx) else np.array(mask.shape) // 2
+    lo = centre - np.array(size) // 2
+    return crop_around(lo, lo + np.array(size), mask.shape, size, divisor)
 
 
 def normalise_extras(

@@ -257,6 +257,8 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
             fill_params["steps"] = config.workflow.steps
         if config.workflow.n_samples:
             fill_params["n_samples"] = config.workflow.n_samples
+        if config.workflow.adapt_steps:
+            fill_params["adapt_steps"] = config.workflow.adapt_steps
         if config.workflow.model:
             fill_params["model"] = str(config.workflow.model)
     use_gpu = method_uses_gpu(config.workflow.method, config.workflow.device)

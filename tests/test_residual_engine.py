@@ -1,0 +1,144 @@
+"""Issue 12's engine: the residual parameterisation, the model grid, large-lesion crops and
+adaptation to the scan, with small networks made here and the real classical prefill."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import phantom
+from scipy import ndimage
+
+from bidsfill.diffusion.adapt import adapt_model
+from bidsfill.diffusion.inference import inpaint_volume
+from bidsfill.diffusion.networks import build_network
+from bidsfill.diffusion.prepare import (
+    classical_prefill,
+    default_preprocessing,
+    lesion_crops,
+    make_training_example,
+)
+from bidsfill.diffusion.schedules import NoiseSchedule
+from bidsfill.io.resample import box_shape, resample_box, warp_from_world
+
+CONFIG = {"in_channels": 4, "out_channels": 1, "channels": [8, 16], "norm_num_groups": 4}
+
+
+def _model(*, zero: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    net = build_network("pseudo3d", **CONFIG)
+    if not zero:
+        for p in net.parameters():
+            p.data.normal_(0, 0.05)
+    pre = default_preprocessing("pseudo3d", ("prefill",), residual=True)
+    pre.update(patch_size=[16, 16, 4], window=4, window_overlap=2, margin=3)
+    card = {
+        "architecture": "pseudo3d",
+        "config": CONFIG,
+        "schedule": NoiseSchedule(20, "cosine", "sample").to_dict(),
+        "preprocessing": pre,
+    }
+    return net.eval(), card
+
+
+def _case(shape=(32, 36, 28)):
+    img = phantom(3, shape)
+    mask = np.zeros(shape, bool)
+    mask[10:14, 12:16, 10:13] = True
+    mask[20:23, 22:26, 15:18] = True
+    return img, mask
+
+
+@pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.8, 0.8, 1.2)])
+def test_zero_correction_returns_the_prefill_exactly(zooms):
+    net, card = _model(zero=True)
+    img, mask = _case()
+    out = inpaint_volume(img, mask, net, card, steps=3, zooms=zooms, seed=1)
+    prefill = classical_prefill(img, mask, zooms)
+    assert np.array_equal(out.mean, prefill)  # bit for bit, also through the model grid
+    assert np.array_equal(out.mean[~mask], img[~mask])
+
+
+@pytest.mark.parametrize("zooms", [(2.0, 2.0, 2.0), (0.8, 0.8, 1.2)])
+def test_model_grid_round_trip_writes_only_inside_the_mask(zooms):
+    net, card = _model(zero=False)
+    img, mask = _case()
+    out = inpaint_volume(img, mask, net, card, steps=2, zooms=zooms, seed=1)
+    assert np.array_equal(out.mean[~mask], img[~mask])
+    prefill = classical_prefill(img, mask, zooms)
+    assert not np.array_equal(out.mean[mask], prefill[mask])  # the correction arrived
+    assert np.isfinite(out.mean).all()
+
+
+def test_resample_box_round_trip_and_edges():
+    rng = np.random.default_rng(0)
+    arr = ndimage.gaussian_filter(rng.normal(size=(20, 18, 10)), 2).astype(np.float32)
+    up = resample_box(arr, (40, 36, 20))
+    back = resample_box(up, arr.shape)
+    inner = (slice(2, -2),) * 3
+    assert np.abs(back - arr)[inner].max() < 0.05 * np.abs(arr).max()
+    assert resample_box(arr, arr.shape) is not arr
+    assert np.array_equal(resample_box(arr, arr.shape), arr)
+    assert box_shape((88, 120, 111), (2.0, 2.0, 2.0), (1.0, 1.0, 1.0)) == (176, 240, 222)
+
+
+def test_training_target_is_the_scaled_correction_of_the_prefill():
+    _, card = _model(zero=True)
+    img, mask = _case()
+    prefill = classical_prefill(img, mask)
+    ex = make_training_example(
+        img, mask, arch="pseudo3d", config=CONFIG, preprocessing=card["preprocessing"],
+        rng=np.random.default_rng(0), extra_images={"prefill": prefill},
+    )  # fmt: skip
+    outside = ex.mask == 0
+    assert torch.count_nonzero(ex.x0[outside]) == 0  # no correction where the image is known
+    assert torch.count_nonzero(ex.x0[~outside]) > 0
+    with pytest.raises(ValueError, match="needs the 'prefill' channel"):
+        default_preprocessing("pseudo3d", (), residual=True)
+
+
+def test_scattered_lesions_get_their_own_crops_and_large_ones_more_context():
+    mask = np.zeros((120, 120, 80), bool)
+    rng = np.random.default_rng(0)
+    for _ in range(15):  # 15 small lesions across the volume
+        c = rng.integers(10, 70, 3) + (np.array([20, 20, 0]) * rng.integers(0, 2))
+        mask[c[0] : c[0] + 4, c[1] : c[1] + 4, c[2] : c[2] + 3] = True
+    crops = lesion_crops(mask, 8, (16, 16, 6), (4, 4, 1))
+    total = sum(np.prod(c.shape) for c in crops)
+    assert len(crops) > 1 and total < mask.size / 2  # never one crop around everything
+    big = np.zeros((120, 120, 80), bool)
+    big[40:80, 40:80, 20:60] = True
+    plain = lesion_crops(big, 8, (16, 16, 6), (4, 4, 1))[0]
+    wide = lesion_crops(big, 8, (16, 16, 6), (4, 4, 1), context_fraction=0.25)[0]
+    assert wide.shape[0] >= plain.shape[0] + 2 * (10 - 8) - 4
+
+
+def test_adaptation_is_deterministic_for_a_seed_and_leaves_the_model_alone():
+    net, card = _model(zero=False)
+    img = phantom(3, (64, 64, 40))
+    mask = np.zeros(img.shape, bool)
+    mask[14:18, 16:20, 12:15] = True
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    a = adapt_model(net, card, img, mask, steps=2, seed=7)
+    b = adapt_model(net, card, img, mask, steps=2, seed=7)
+    c = adapt_model(net, card, img, mask, steps=2, seed=8)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k])
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    assert any(not torch.equal(sa[k], before[k]) for k in sa)
+    out1 = inpaint_volume(img, mask, net, card, steps=2, seed=7, adapt_steps=2)
+    out2 = inpaint_volume(img, mask, net, card, steps=2, seed=7, adapt_steps=2)
+    assert np.array_equal(out1.mean, out2.mean)
+    assert np.array_equal(out1.mean[~mask], img[~mask])
+
+
+def test_warp_from_world_follows_the_world_map():
+    data = np.zeros((10, 10, 10), np.float32)
+    data[4:6, 4:6, 4:6] = 1
+    shift = np.eye(4)
+    shift[:3, 3] = [2, 0, 0]  # target world x -> data world x + 2
+    out = warp_from_world(data, np.eye(4), (10, 10, 10), np.eye(4), shift, order=0)
+    assert np.array_equal(out[2:4, 4:6, 4:6], np.ones((2, 2, 2)))
+    assert out.sum() == 8
