@@ -75,7 +75,8 @@ def _set_config(opts, argv: list[str]) -> None:
     wf.feather = opts.feather
     wf.jump_length = opts.jump_length
     wf.jump_n_sample = opts.jump_n_sample
-    nprocs = opts.nprocs or os.cpu_count() or 1
+    # The cores this process may use (a cgroup/taskset/SLURM allocation), not the machine's.
+    nprocs = opts.nprocs or len(os.sched_getaffinity(0)) or 1
     ny.nprocs = nprocs
     ny.omp_nthreads = opts.omp_nthreads or min(8, nprocs)
     ny.mem_gb = opts.mem_gb

@@ -56,6 +56,7 @@ def export_checkpoint(
         "wall_seconds": round(float(ckpt["elapsed"]), 1),
         "final_loss_mean_last_100": round(sum(tail) / len(tail), 6) if tail else None,
         "weights": "ema" if use_ema else "live",
+        "ran_on": ckpt.get("ran_on"),
         "hyperparameters": {
             k: config.get(k)
             for k in (
@@ -78,16 +79,19 @@ def export_checkpoint(
     }
     if config.get("init_from"):  # fine-tuned: the card also tells where it started
         start = json.loads(Path(config["init_from"]).with_suffix(".json").read_text())
+        before = start.get("training", {})
         training["fine_tuned_from"] = {
             "sha256": start.get("sha256"),
-            "steps": start.get("training", {}).get("steps"),
-            "wall_seconds": start.get("training", {}).get("wall_seconds"),
-            "hyperparameters": start.get("training", {}).get("hyperparameters"),
-            "training_data": start.get("training", {}).get("training_data"),
+            "steps": before.get("steps"),
+            "wall_seconds": before.get("wall_seconds"),
+            "ran_on": before.get("ran_on"),
+            "hyperparameters": before.get("hyperparameters"),
+            "training_data": before.get("training_data"),
+            # every earlier stage, so the card keeps the whole chain
+            "fine_tuned_from": before.get("fine_tuned_from"),
         }
-        training["total_wall_seconds"] = round(
-            training["wall_seconds"] + float(training["fine_tuned_from"]["wall_seconds"] or 0), 1
-        )
+        earlier = before.get("total_wall_seconds", before.get("wall_seconds")) or 0
+        training["total_wall_seconds"] = round(training["wall_seconds"] + float(earlier), 1)
     card = {
         "architecture": config["arch"],
         "config": config["network"],

@@ -380,6 +380,22 @@ def _write_val(path: Path, row: dict[str, Any]) -> None:
         w.writerow(row)
 
 
+def _ran_on(info: DistInfo) -> dict[str, Any]:
+    """Where this stage trains, for the model card (CPU threads or GPU name, world size)."""
+    import platform
+
+    out: dict[str, Any] = {
+        "device": info.device.type,
+        "world_size": info.world_size,
+        "machine": platform.machine(),
+    }
+    if info.device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(info.device)
+    else:
+        out["cpu_threads"] = torch.get_num_threads()
+    return out
+
+
 def _checkpoint(
     config: TrainConfig,
     info: DistInfo,
@@ -410,6 +426,7 @@ def _checkpoint(
             "scheduler": sched.state_dict(),
             "step": step,
             "elapsed": elapsed,
+            "ran_on": _ran_on(info),
             "losses": losses,
             "validation": json.dumps(val_hist),
             "rng": [
