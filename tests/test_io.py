@@ -49,7 +49,7 @@ def test_write_like_keeps_scaling(tmp_path):
 
 def test_nonbinary_mask_is_thresholded_with_warning(tmp_path):
     prob = lesion_mask().astype(np.float32) * 0.7 + 0.2
-    mask, warnings = load_mask(save(prob, tmp_path / "m.nii.gz", np.float32))
+    mask, warnings = load_mask(save(prob, tmp_path / "m.nii.gz", np.float32), threshold=0.5)
     assert set(np.unique(mask.data)) <= {0.0, 1.0}
     assert mask.data.sum() == lesion_mask().sum()
     assert warnings and "thresholded at 0.5" in warnings[0]

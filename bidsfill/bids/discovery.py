@@ -20,12 +20,15 @@ from bids.exceptions import BIDSValidationError
 
 from bidsfill.cli.exit_codes import BidsfillExit, ExitCode
 
-__all__ = ["RunInputs", "discover", "load_layout", "load_bids_filters"]
+__all__ = ["RunInputs", "check_filter_entities", "discover", "load_layout", "load_bids_filters"]
 
 LOGGER = logging.getLogger("bidsfill")
 _NIFTI = [".nii", ".nii.gz"]
 _MATCH_ENTITIES = ("acquisition", "ceagent", "reconstruction", "run")
 _FILTER_KEYS = {"t1w", "roi", "flair", "t2w"}
+_QUERY_KEYS = {"extension", "suffix", "datatype", "scope"}
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,48 @@ def load_bids_filters(path: Path) -> dict[str, Any]:
             f"The BIDS filter file {path} must map some of {sorted(_FILTER_KEYS)} to filters.",
             ExitCode.USAGE,
         )
+    for query, value in filters.items():
+        if not isinstance(value, dict):
+            raise BidsfillExit(
+                f"In the BIDS filter file {path}, {query!r} must be an object of pybids "
+                f'filters such as {{"acquisition": "mprage"}}, not {json.dumps(value)}.',
+                ExitCode.USAGE,
+            )
     return filters
+
+
+def check_filter_entities(layout: BIDSLayout, filters: dict[str, Any], path: Path | None) -> None:
+    """Refuse filter keys pybids does not know, which it would raise on mid-discovery."""
+    known = set(layout.get_entities()) | _QUERY_KEYS
+    for query, value in filters.items():
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise BidsfillExit(
+                f"The BIDS filter file {path} filters {query!r} on "
+                f"{', '.join(map(repr, unknown))}, which pybids does not know as an entity "
+                "(use its full name, e.g. 'acquisition', not 'acq').",
+                ExitCode.USAGE,
+            )
+
+
+def _read_description(root: Path, what: str) -> dict[str, Any]:
+    """``dataset_description.json`` as a dict; pybids crashes on anything else."""
+    path = Path(root) / "dataset_description.json"
+    if not path.exists():
+        raise BidsfillExit(
+            f"{what} {root} has no dataset_description.json.", ExitCode.INVALID_DATASET
+        )
+    try:
+        description = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BidsfillExit(f"{path} is not valid JSON ({err}).", ExitCode.INVALID_DATASET) from None
+    if not isinstance(description, dict):
+        raise BidsfillExit(
+            f"{path} must hold a JSON object (with Name and BIDSVersion), not "
+            f"{_JSON_KINDS.get(type(description), 'null')}.",
+            ExitCode.INVALID_DATASET,
+        )
+    return description
 
 
 def load_layout(bids_dir: Path, *, validate: bool, database_path: Path | None = None) -> BIDSLayout:
@@ -70,6 +114,7 @@ def load_layout(bids_dir: Path, *, validate: bool, database_path: Path | None = 
             f"{bids_dir} is not a BIDS dataset: it has no dataset_description.json.",
             ExitCode.INVALID_DATASET,
         )
+    _read_description(Path(bids_dir), "The BIDS dataset")
     try:
         # pybids' validating indexer drops fMRIPrep's `_label-lesion_roi` masks, so index
         # everything and validate the files bidsfill reads with the BIDS validator.
@@ -86,7 +131,7 @@ def load_layout(bids_dir: Path, *, validate: bool, database_path: Path | None = 
 def _validate(layout: BIDSLayout) -> None:
     from bids_validator import BIDSValidator
 
-    description = json.loads((Path(layout.root) / "dataset_description.json").read_text())
+    description = _read_description(Path(layout.root), "The BIDS dataset")
     missing = [k for k in ("Name", "BIDSVersion") if k not in description]
     if missing:
         raise BidsfillExit(
@@ -105,11 +150,7 @@ def _validate(layout: BIDSLayout) -> None:
 
 
 def _derivative_layout(path: Path) -> BIDSLayout:
-    if not (Path(path) / "dataset_description.json").exists():
-        raise BidsfillExit(
-            f"The derivatives dataset {path} has no dataset_description.json.",
-            ExitCode.INVALID_DATASET,
-        )
+    _read_description(Path(path), "The derivatives dataset")
     try:
         return BIDSLayout(str(path), validate=False, is_derivative=True)
     except (BIDSValidationError, ValueError) as err:

@@ -101,6 +101,10 @@ class workflow(_Section):
     """Fill method (a registered filler)."""
     dilate: int = 0
     """Grow the lesion mask by this many voxels before filling."""
+    mask_threshold: float | None = None
+    """Binarise a non-binary lesion mask at this value (None: refuse such a mask)."""
+    allow_large_masks: bool = False
+    """Fill masks larger than ``LARGE_MASK_FRACTION`` of the T1w's foreground."""
     sampler: str = "ddim"
     """Diffusion sampler."""
     steps: int | None = None

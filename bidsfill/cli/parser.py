@@ -18,6 +18,10 @@ from bidsfill.cli.exit_codes import ExitCode
 __all__ = ["build_parser", "ANALYSIS_LEVELS"]
 
 ANALYSIS_LEVELS = ("participant", "group")
+MAX_DILATE = 10
+"""Largest ``--dilate``: 10 voxels already adds 1 cm on every side of a lesion at 1 mm."""
+LARGE_MASK_FRACTION = 0.2
+"""A fill larger than this share of the T1w's foreground needs ``--allow-large-masks``."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +55,37 @@ def _nonneg_int(value: str, parser: argparse.ArgumentParser) -> int:
     if number < 0:
         raise parser.error(f"{value!r} must not be negative.")
     return number
+
+
+def _dilation(value: str, parser: argparse.ArgumentParser) -> int:
+    number = _nonneg_int(value, parser)
+    if number > MAX_DILATE:
+        raise parser.error(
+            f"--dilate {value} is too large: at most {MAX_DILATE} voxels (a larger dilation "
+            "fills healthy tissue, not lesions)."
+        )
+    return number
+
+
+def _threshold(value: str, parser: argparse.ArgumentParser) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise parser.error(f"--mask-threshold {value!r} is not a number.") from None
+    if not number > 0 or number == float("inf"):
+        raise parser.error(f"--mask-threshold {value!r} must be a positive number.")
+    return number
+
+
+def _weights(value: str, parser: argparse.ArgumentParser) -> Path:
+    """Only safetensors: refuse a pickled checkpoint by its own name, before anything else."""
+    if not value.endswith(".safetensors"):
+        raise parser.error(
+            f"--model {value} is not a .safetensors file; bidsfill loads weights only from "
+            ".safetensors files with their .json model card, never from pickled checkpoints "
+            "(.pt, .pth, .ckpt)."
+        )
+    return _path_exists(value, parser)
 
 
 def _memory_gb(value: str, parser: argparse.ArgumentParser) -> float:
@@ -132,8 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     g_fill.add_argument("--seed", type=nonneg, default=0, help="seed of every random draw")
     g_fill.add_argument(
-        "--dilate", type=nonneg, default=0, metavar="N",
-        help="grow the lesion mask by N voxels before filling",
+        "--dilate", type=partial(_dilation, parser=parser), default=0, metavar="N",
+        help=f"grow the lesion mask by N voxels before filling (at most {MAX_DILATE})",
+    )  # fmt: skip
+    g_fill.add_argument(
+        "--mask-threshold", type=partial(_threshold, parser=parser), default=None, metavar="T",
+        help="binarise a non-binary lesion mask (a probability or 0..255 map): voxels >= T "
+             "are lesion; without it such a mask is refused",
+    )  # fmt: skip
+    g_fill.add_argument(
+        "--allow-large-masks", action="store_true",
+        help=f"fill a mask (after --dilate) that covers more than {LARGE_MASK_FRACTION * 100:.0f}%% "
+             "of the T1w's foreground (the head, or the brain of a skull-stripped scan), "
+             "which is refused otherwise",
     )  # fmt: skip
     g_fill.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim",
                         help="diffusion sampler")  # fmt: skip
@@ -147,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fine-tune a copy of the model for N steps on this scan's own "
                              "healthy tissue (lesion shapes moved elsewhere in the brain) "
                              "before filling; deterministic for a given --seed (default 0)")  # fmt: skip
-    g_fill.add_argument("--model", type=exists, default=None, metavar="FILE",
-                        help="diffusion weights (.safetensors with its .json card)")  # fmt: skip
+    g_fill.add_argument("--model", type=partial(_weights, parser=parser), default=None,
+                        metavar="FILE", help="diffusion weights (.safetensors with its .json "
+                        "card); only with a diffusion --method")  # fmt: skip
     g_fill.add_argument("--device", default="auto", metavar="DEVICE",
                         help="auto, cpu, cuda or cuda:N")  # fmt: skip
     g_fill.add_argument("--feather", action="store_true",

@@ -6,9 +6,13 @@ only a bug shows a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from bidsfill import __version__
@@ -27,7 +31,25 @@ def _inside(path: Path, parent: Path) -> bool:
     return True
 
 
-def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path) -> None:
+def _check_writable(path: Path, what: str) -> None:
+    """Refuse a directory that cannot be created or written, before any work starts."""
+    path = path.expanduser()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is a file" if probe == path else f"cannot be created: {probe} is a file"
+        raise BidsfillExit(f"The {what} {path} {where}, not a directory.", ExitCode.USAGE)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BidsfillExit(
+            f"The {what} {path} is not writable (no write permission on {probe}).",
+            ExitCode.USAGE,
+        )
+
+
+def _check_paths(
+    bids_dir: Path, output_dir: Path, work_dir: Path, *, participant: bool = True
+) -> None:
     if output_dir.resolve() == bids_dir.resolve():
         raise BidsfillExit(
             "The output directory must not be the input BIDS directory.", ExitCode.USAGE
@@ -42,6 +64,9 @@ def _check_paths(bids_dir: Path, output_dir: Path, work_dir: Path) -> None:
         raise BidsfillExit(
             "The work directory must not be inside the input BIDS directory.", ExitCode.USAGE
         )
+    _check_writable(output_dir, "output directory")
+    if participant:
+        _check_writable(work_dir, "work directory")
 
 
 def _set_config(opts, argv: list[str]) -> None:
@@ -65,6 +90,8 @@ def _set_config(opts, argv: list[str]) -> None:
     ex.verbosity = opts.verbose_count
     wf.method = opts.method
     wf.dilate = opts.dilate
+    wf.mask_threshold = opts.mask_threshold
+    wf.allow_large_masks = opts.allow_large_masks
     wf.sampler = opts.sampler
     wf.steps = opts.steps
     wf.eta = opts.eta
@@ -104,20 +131,103 @@ def _set_config(opts, argv: list[str]) -> None:
     if opts.device not in ("auto", "cpu", "cuda") and not opts.device.startswith("cuda:"):
         raise BidsfillExit(f"--device must be auto, cpu, cuda or cuda:N, not {opts.device!r}.",
                            ExitCode.USAGE)  # fmt: skip
+    from bidsfill.fill.base import CLASSICAL_METHODS
+
+    if opts.model and opts.method in CLASSICAL_METHODS:
+        raise BidsfillExit(
+            f"--model is for the diffusion methods; --method {opts.method} is classical and "
+            "would ignore it.",
+            ExitCode.USAGE,
+        )
+
+
+def _check_fill_setup() -> None:
+    """Load the model and resolve the device now: the fill node would refuse them later."""
+    from bidsfill.cli import config
+    from bidsfill.fill.base import CLASSICAL_METHODS, FillError
+
+    wf = config.workflow
+    if wf.method in CLASSICAL_METHODS:
+        return
+    import torch
+
+    from bidsfill.diffusion.inference import resolve_device
+    from bidsfill.diffusion.weights import default_model_path
+    from bidsfill.fill.diffusion import _load
+
+    try:
+        resolve_device(wf.device)
+    except ValueError as err:
+        raise BidsfillExit(f"{err} Use --device auto or cpu.", ExitCode.USAGE) from None
+    if wf.model is None and default_model_path(wf.method) is None:
+        code = ExitCode.MISSING_INPUT  # nothing shipped for this method
+    else:
+        code = ExitCode.USAGE if wf.model else ExitCode.FAILURE  # a bad file, or a broken install
+    try:  # the same checks as the fill node: file, sha256, card, architecture vs method
+        _load(wf.method, wf.model, torch.device("cpu"))
+    except FillError as err:
+        raise BidsfillExit(str(err), code) from None
+
+
+def _voxel_ml(img) -> float:
+    import numpy as np
+
+    return abs(float(np.linalg.det(np.asarray(img.affine)[:3, :3]))) / 1000.0
+
+
+def _check_fill_size(run, t1w, mask, dilate: int) -> None:
+    """Refuse a fill over a large share of the head: an inverted mask or a runaway --dilate."""
+    import numpy as np
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    from bidsfill.cli.parser import LARGE_MASK_FRACTION
+    from bidsfill.io.align import dilate_mask
+
+    lesion = mask.data > 0
+    # The foreground (head, or brain when skull-stripped): above half the Otsu threshold,
+    # holes filled, so dark lesions and CSF inside it count.
+    head = ndimage.binary_fill_holes(t1w.data > 0.5 * float(threshold_otsu(t1w.data)))
+    head_ml = float(head.sum()) * _voxel_ml(t1w.img) or lesion.size * _voxel_ml(mask.img)
+    before_ml = after_ml = float(lesion.sum()) * _voxel_ml(mask.img)
+    if dilate:
+        lo = np.maximum(np.argwhere(lesion).min(0) - dilate - 1, 0)
+        hi = np.argwhere(lesion).max(0) + dilate + 2
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        after_ml = float(dilate_mask(lesion[box], dilate).sum()) * _voxel_ml(mask.img)
+    if after_ml <= LARGE_MASK_FRACTION * head_ml:
+        return
+    size = (
+        f"{after_ml:.1f} ml, {after_ml / head_ml:.0%} of the {head_ml:.0f} ml foreground of "
+        f"{run.t1w.name} (the limit is {LARGE_MASK_FRACTION:.0%})"
+    )
+    if before_ml > LARGE_MASK_FRACTION * head_ml:
+        raise BidsfillExit(
+            f"The lesion mask {run.mask.name} covers {size}; check that it is not inverted, "
+            "or pass --allow-large-masks to fill it anyway.",
+            ExitCode.INVALID_DATASET,
+        )
+    raise BidsfillExit(
+        f"With --dilate {dilate} the lesion mask {run.mask.name} ({before_ml:.1f} ml) would "
+        f"cover {size}; use a smaller --dilate, or pass --allow-large-masks to fill it anyway.",
+        ExitCode.USAGE,
+    )
 
 
 def _preflight(runs) -> list[str]:
     """Read every input once so bad files stop the run before any node starts."""
+    from bidsfill.cli import config
     from bidsfill.io.align import check_placeable
     from bidsfill.io.nifti import InputError, load_image, load_mask
 
+    wf = config.workflow
     notes = []
     for run in runs:
         if run.mask is None:
             continue
         try:
             t1w = load_image(run.t1w)
-            mask, warnings = load_mask(run.mask)
+            mask, warnings = load_mask(run.mask, threshold=wf.mask_threshold)
             refs = [
                 load_image(ref, what=what).img
                 for ref, what in ((run.flair, "FLAIR image"), (run.t2w, "T2w image"))
@@ -127,10 +237,74 @@ def _preflight(runs) -> list[str]:
         except InputError as err:
             raise BidsfillExit(str(err), ExitCode.INVALID_DATASET) from None
         notes += warnings
-        if not (mask.data > 0.5).any():
+        if not mask.data.any():
             notes.append(f"The lesion mask {run.mask.name} is empty; {run.t1w.name} is copied "
                          "through unchanged.")  # fmt: skip
+            continue
+        if mask.data.all():
+            raise BidsfillExit(
+                f"The lesion mask {run.mask.name} covers its whole volume, so {run.t1w.name} "
+                "has no healthy tissue to fill from.",
+                ExitCode.INVALID_DATASET,
+            )
+        if not wf.allow_large_masks:
+            _check_fill_size(run, t1w, mask, wf.dilate)
     return notes
+
+
+_USER_WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR,
+                      errno.EISDIR}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _writing(out_dir: Path) -> Iterator[None]:
+    """Turn a failed write (permissions, a full disk, a file in the way) into one sentence."""
+    try:
+        yield
+    except OSError as err:
+        what = err.filename or out_dir
+        reason = err.strerror or str(err)
+        # Permissions or a file in the way are the user's to fix (64); a full disk is not.
+        code = ExitCode.USAGE if err.errno in _USER_WRITE_ERRORS else ExitCode.FAILURE
+        raise BidsfillExit(f"Cannot write {what} ({reason}).", code) from None
+
+
+# The last "SomeError: message" line of a traceback (module prefix dropped).
+_ERROR_LINE = re.compile(
+    r"^\s*(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception|Exit))(?::\s?(.*))?$"
+)
+# Errors whose message already says all; others keep their type (a KeyError's key alone).
+_PLAIN_ERRORS = {"InputError", "FillError", "ValueError", "RuntimeError", "BidsfillExit"}
+
+
+def _error_message(text: str) -> str | None:
+    """The error's own message from a traceback text (the innermost exception)."""
+    lines = text.strip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        match = _ERROR_LINE.match(lines[i])
+        if match:
+            kind, first = match.groups()
+            message = " ".join([first or ""] + [line.strip() for line in lines[i + 1 :]]).strip()
+            if len(message) > 400:
+                message = message[:400] + " ..."
+            if not message:
+                return kind
+            return message if kind in _PLAIN_ERRORS else f"{kind}: {message}"
+    return None
+
+
+def _describe_crash(crash: Path) -> str:
+    """The sentence "sub-X: node N failed: message" from one Nipype crash file."""
+    subject = crash.parents[2].name
+    text = crash.read_text(errors="replace")
+    node = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Node:")),
+        crash.stem,
+    )
+    # bidsfill_wf.sub_01_wf.fill_sub01_ses1_wf.align_mask -> fill_sub01_ses1_wf.align_mask
+    node = ".".join(node.split(".")[2:]) or node
+    message = _error_message(text) or "see the crash file"
+    return f"{subject}: node {node} failed: {message.rstrip('.')}"
 
 
 def _run_group() -> int:
@@ -143,27 +317,37 @@ def _run_group() -> int:
             f"{out} holds no bidsfill output; run the participant level first.",
             ExitCode.MISSING_INPUT,
         )
-    table, rows = write_group_table(out)
+    with _writing(out):
+        table, rows = write_group_table(out)
     if not rows:
         raise BidsfillExit(
             f"{out} holds no filled T1w images to summarise.", ExitCode.MISSING_INPUT
         )
     from bidsfill.report.group_html import write_group_report
 
-    write_group_report(out, rows)
+    with _writing(out):
+        write_group_report(out, rows)
     LOGGER.warning("Group table with %d row(s): %s", len(rows), table)
     return int(ExitCode.SUCCESS)
 
 
 def _run_participant() -> int:
     from bidsfill.bids.derivatives import write_dataset_description
-    from bidsfill.bids.discovery import discover, load_bids_filters, load_layout
+    from bidsfill.bids.discovery import (
+        check_filter_entities,
+        discover,
+        load_bids_filters,
+        load_layout,
+    )
     from bidsfill.cli import config
 
     ex = config.execution
     filters = load_bids_filters(ex.bids_filter_file) if ex.bids_filter_file else {}
     ex.bids_filters = filters
+    if not ex.reports_only:
+        _check_fill_setup()
     layout = load_layout(Path(ex.bids_dir), validate=not ex.skip_bids_validation)
+    check_filter_entities(layout, filters, ex.bids_filter_file)
     runs, warnings = discover(
         layout,
         participant_label=ex.participant_label,
@@ -176,15 +360,16 @@ def _run_participant() -> int:
         LOGGER.warning(message)
 
     out_dir, work_dir = Path(ex.output_dir), Path(ex.work_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(out_dir, Path(ex.bids_dir), ex.derivatives)
-    (out_dir / "desc-tissue_dseg.tsv").write_text("index\tname\tabbreviation\n1\tGray matter\tGM\n"
-                                                  "2\tWhite matter\tWM\n3\tCerebrospinal fluid\tCSF\n")  # fmt: skip
-    config.to_filename(work_dir / "config.toml")
     subjects = sorted({r.subject for r in runs if r.mask is not None})
-    for subject in subjects:
-        config.to_filename(out_dir / f"sub-{subject}" / "log" / ex.run_uuid / "bidsfill.toml")
+    with _writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        write_dataset_description(out_dir, Path(ex.bids_dir), ex.derivatives)
+        (out_dir / "desc-tissue_dseg.tsv").write_text("index\tname\tabbreviation\n1\tGray matter\tGM\n"
+                                                      "2\tWhite matter\tWM\n3\tCerebrospinal fluid\tCSF\n")  # fmt: skip
+        config.to_filename(work_dir / "config.toml")
+        for subject in subjects:
+            config.to_filename(out_dir / f"sub-{subject}" / "log" / ex.run_uuid / "bidsfill.toml")
     if ex.reports_only:
         return _reports_only(out_dir, subjects, warnings)
 
@@ -226,12 +411,13 @@ def _run_participant() -> int:
     try:
         workflow.run(plugin=ny.plugin, plugin_args=plugin_args)
     except Exception as err:  # Nipype raises RuntimeError listing crashed nodes
-        crash_dirs = sorted(
-            {str(p.parent) for p in out_dir.glob(f"sub-*/log/{ex.run_uuid}/crash-*")}
-        )
+        crashes = sorted(out_dir.glob(f"sub-*/log/{ex.run_uuid}/crash-*"))
+        crash_dirs = sorted({str(p.parent) for p in crashes})
         where = f"; crash files are in {', '.join(crash_dirs)}" if crash_dirs else ""
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BidsfillExit(f"bidsfill failed ({first}){where}.", ExitCode.FAILURE) from None
+        failed = [_describe_crash(p) for p in crashes]
+        if not failed:
+            failed = [f"bidsfill failed: {_error_message(str(err)) or type(err).__name__}"]
+        raise BidsfillExit("; ".join(failed) + where + ".", ExitCode.FAILURE) from None
     LOGGER.warning("bidsfill finished; outputs are in %s.", out_dir)
     return int(ExitCode.SUCCESS)
 
@@ -270,7 +456,8 @@ def run(argv: list[str] | None = None) -> int:
                 f"Unknown analysis level {opts.analysis_level!r}; use 'participant' or 'group'.",
                 ExitCode.UNKNOWN_LEVEL,
             )
-        _check_paths(opts.bids_dir, opts.output_dir, opts.work_dir)
+        _check_paths(opts.bids_dir, opts.output_dir, opts.work_dir,
+                     participant=opts.analysis_level == "participant")  # fmt: skip
         _set_config(opts, argv)
         if opts.analysis_level == "group":
             return _run_group()

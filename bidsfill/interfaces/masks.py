@@ -12,6 +12,7 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 from scipy import ndimage
@@ -26,6 +27,7 @@ class _AlignLesionMaskInputSpec(BaseInterfaceInputSpec):
     references = InputMultiObject(File(exists=True), desc="same-session FLAIR/T2w images")
     reference_suffixes = traits.List(traits.Str, desc="BIDS suffix of each reference")
     dilate = traits.Int(0, usedefault=True, desc="grow the mask by this many voxels")
+    mask_threshold = traits.Float(desc="binarise a non-binary mask: voxels >= this are lesion")
     seed = traits.Int(0, usedefault=True, desc="registration seed")
 
 
@@ -42,7 +44,8 @@ class AlignLesionMask(SimpleInterface):
 
     def _run_interface(self, runtime):
         t1w = load_image(self.inputs.t1w)
-        mask, warnings = load_mask(self.inputs.mask)
+        threshold = self.inputs.mask_threshold if isdefined(self.inputs.mask_threshold) else None
+        mask, warnings = load_mask(self.inputs.mask, threshold=threshold)
         refs = []
         suffixes = self.inputs.reference_suffixes or []
         for i, path in enumerate(self.inputs.references or []):

@@ -72,7 +72,7 @@ def _read(path: Path, what: str) -> nib.Nifti1Image:
 
 
 def load_image(path: str | Path, what: str = "T1w image") -> LoadedImage:
-    """Load a 3D anatomical image, refusing 4D data and NaN/Inf voxels."""
+    """Load a 3D anatomical image, refusing 4D data, a zero/singular affine and NaN/Inf voxels."""
     img = _read(Path(path), what)
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
@@ -81,6 +81,13 @@ def load_image(path: str | Path, what: str = "T1w image") -> LoadedImage:
         raise InputError(
             f"The {what} {path} has shape {shape}; bidsfill needs a 3D volume, not a time series."
         )
+    linear = np.asarray(img.affine, dtype=np.float64)[:3, :3]
+    if not np.isfinite(linear).all() or np.linalg.cond(linear) > 1e8:
+        kind = "zero" if not linear.any() else "singular"
+        raise InputError(
+            f"The {what} {path} has a {kind} affine (its voxel-to-world matrix cannot be "
+            "inverted, so voxels have no position or size); fix its sform/qform."
+        )
     data = np.asarray(img.get_fdata(dtype=np.float32))
     if not np.isfinite(data).all():
         n_bad = int((~np.isfinite(data)).sum())
@@ -88,22 +95,33 @@ def load_image(path: str | Path, what: str = "T1w image") -> LoadedImage:
     return LoadedImage(path=Path(path), img=img, data=data)
 
 
-def load_mask(path: str | Path) -> tuple[LoadedImage, list[str]]:
-    """Load a lesion mask as a boolean image; return it with any warnings.
+def load_mask(path: str | Path, threshold: float | None = None) -> tuple[LoadedImage, list[str]]:
+    """Load a lesion mask as a 0/1 image; return it with any warnings.
 
-    A non-binary mask is thresholded at 0.5 (with a warning), as a probabilistic
-    lesion map from a segmentation tool would be.
+    Values exactly {0, 1} or {0, 255} are binary. Any other mask (a probability map, a
+    uint8 map of 0..255) is refused unless ``threshold`` is given: thresholding it at a
+    guessed value once filled a 7 ml lesion as 141 ml without a word.
+
+    Raises:
+        InputError: the mask is not binary and no threshold was given.
     """
     loaded = load_image(path, what="lesion mask")
     data = loaded.data
     warnings: list[str] = []
     values = np.unique(data)
-    if not np.isin(values, (0.0, 1.0)).all():
+    if np.isin(values, (0.0, 1.0)).all() or np.isin(values, (0.0, 255.0)).all():
+        mask = (data > 0).astype(np.float32)
+    elif threshold is None:
+        raise InputError(
+            f"The lesion mask {Path(path).name} is not binary (values {values.min():g} to "
+            f"{values.max():g}); give --mask-threshold T to count voxels >= T as lesion."
+        )
+    else:
+        mask = (data >= threshold).astype(np.float32)
         warnings.append(
             f"The lesion mask {Path(path).name} is not binary (values {values.min():g} to "
-            f"{values.max():g}); it was thresholded at 0.5."
+            f"{values.max():g}); it was thresholded at {threshold:g}."
         )
-    mask = (data >= 0.5).astype(np.float32)
     return LoadedImage(path=loaded.path, img=loaded.img, data=mask), warnings
 
 

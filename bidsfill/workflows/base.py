@@ -60,6 +60,7 @@ def init_fill_run_wf(
     method: str,
     seed: int,
     dilate: int = 0,
+    mask_threshold: float | None = None,
     fill_params: dict[str, Any] | None = None,
     use_gpu: bool = False,
     omp_nthreads: int = 1,
@@ -77,6 +78,8 @@ def init_fill_run_wf(
         Registered fill method; ``seed`` seeds every random draw.
     dilate
         Grow the mask by this many voxels first.
+    mask_threshold
+        Binarise a non-binary mask at this value (None: such a mask is refused).
     fill_params
         Extra method parameters (diffusion: sampler, steps, n_samples, model, device).
     use_gpu
@@ -105,6 +108,8 @@ def init_fill_run_wf(
     outputnode = pe.Node(IdentityInterface(fields=["summary", "out_files"]), name="outputnode")
 
     align = pe.Node(AlignLesionMask(dilate=dilate, seed=seed), name="align_mask", mem_gb=1)
+    if mask_threshold is not None:  # left undefined otherwise, so cached work dirs stay valid
+        align.inputs.mask_threshold = mask_threshold
     brain_mask = pe.Node(BrainMask(), name="brain_mask", mem_gb=1)
     fill = pe.Node(
         FillLesions(
@@ -174,6 +179,7 @@ def init_single_subject_wf(
     method: str,
     seed: int,
     dilate: int = 0,
+    mask_threshold: float | None = None,
     fill_params: dict[str, Any] | None = None,
     use_gpu: bool = False,
     omp_nthreads: int = 1,
@@ -220,6 +226,7 @@ def init_single_subject_wf(
             method=method,
             seed=seed,
             dilate=dilate,
+            mask_threshold=mask_threshold,
             fill_params=fill_params,
             use_gpu=use_gpu,
             omp_nthreads=omp_nthreads,
@@ -281,6 +288,7 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
                 method=config.workflow.method,
                 seed=config.seeds.master,
                 dilate=config.workflow.dilate,
+                mask_threshold=config.workflow.mask_threshold,
                 fill_params=fill_params,
                 use_gpu=use_gpu,
                 omp_nthreads=config.nipype.omp_nthreads,
