@@ -35,7 +35,7 @@ PROG = "bidsfill-evaluate"
 
 
 def _build_parser() -> ToolParser:
-    parser = ToolParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = ToolParser(prog=PROG, description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument(
         "--truth", type=Path, required=True, help="lesion-free image, or a truth dataset (folder)"
     )

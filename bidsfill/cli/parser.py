@@ -24,6 +24,24 @@ LARGE_MASK_FRACTION = 0.2
 """A fill larger than this share of the T1w's foreground needs ``--allow-large-masks``."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only where it says something.
+
+    Not for flags (``store_true``, ``-v``), not for a ``None`` or empty default (the help
+    says what happens then), and not where the help already names its default.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            action.nargs == 0
+            or action.default in (None, [], argparse.SUPPRESS)
+            or "default" in text
+        ):
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # BIDS Apps use 64 for usage errors, not argparse's 2
         self.print_usage(sys.stderr)
@@ -118,13 +136,13 @@ def _label(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bidsfill.fill import available_methods
+    from bidsfill.fill.base import method_names  # no torch: --help and --version stay fast
 
     parser = _Parser(
         prog="bidsfill",
         description="bidsfill: fill brain lesions in T1w images of a BIDS dataset with "
         "healthy-looking tissue and write a BIDS-Derivatives dataset.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     exists = partial(_path_exists, parser=parser)
     positive = partial(_positive_int, parser=parser)
@@ -162,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g_fill = parser.add_argument_group("Options for filling")
     g_fill.add_argument(
-        "--method", default="pseudo3d", choices=available_methods(),
+        "--method", default="pseudo3d", choices=method_names(),
         help="fill method: classical (nawm, ring, nonlocal, fsl) or diffusion",
     )  # fmt: skip
     g_fill.add_argument("--seed", type=nonneg, default=0, help="seed of every random draw")
@@ -207,13 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     g_perf = parser.add_argument_group("Options to handle performance")
     g_perf.add_argument("--nprocs", "--n-cpus", "--nthreads", type=positive, default=None,
-                        help="processes Nipype may run at once (default: all CPUs)")  # fmt: skip
+                        help="processes Nipype may run at once (default: the CPUs this process may "
+                             "use)")  # fmt: skip
     g_perf.add_argument("--omp-nthreads", type=positive, default=None,
                         help="threads per process (default: min(8, nprocs))")  # fmt: skip
     g_perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=partial(_memory_gb, parser=parser),
                         default=None, help="memory limit, e.g. 8GB")  # fmt: skip
-    g_perf.add_argument("--gpus", type=nonneg, default=1, metavar="N",
-                        help="GPU fills that may run at once (Nipype n_gpu_procs)")  # fmt: skip
+    g_perf.add_argument("--gpus", type=nonneg, default=None, metavar="N",
+                        help="GPU fills that may run at once (Nipype n_gpu_procs; default: "
+                             "the CUDA devices this process may use, 0 without a GPU)")  # fmt: skip
     g_perf.add_argument("--use-plugin", type=exists, default=None, metavar="FILE",
                         help="Nipype plugin configuration (YAML: plugin, plugin_args)")  # fmt: skip
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from bidsfill import __version__
 from bidsfill.cli.exit_codes import BidsfillExit, ExitCode
 
-__all__ = ["main", "run"]
+__all__ = ["cuda_device_count", "main", "run"]
 
 LOGGER = logging.getLogger("bidsfill")
 
@@ -69,6 +69,34 @@ def _check_paths(
         _check_writable(work_dir, "work directory")
 
 
+def cuda_device_count(
+    procfs: Path = Path("/proc/driver/nvidia/gpus"), dev: Path = Path("/dev")
+) -> int:
+    """The CUDA devices this process may use, read without importing torch.
+
+    The NVIDIA driver lists one folder per GPU under ``/proc/driver/nvidia/gpus`` (the
+    ``/dev/nvidiaN`` nodes where /proc lacks it, as in some containers);
+    ``CUDA_VISIBLE_DEVICES`` narrows that as CUDA does: the list ends at its first
+    negative index, and an empty list hides every GPU. 0 on a machine without NVIDIA driver.
+    """
+    try:
+        if procfs.is_dir():
+            found = sum(1 for _ in procfs.iterdir())
+        else:
+            found = sum(1 for p in dev.glob("nvidia[0-9]*") if p.name[6:].isdigit())
+    except OSError:
+        found = 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return found
+    allowed = 0
+    for item in (v.strip() for v in visible.split(",")):
+        if not item or (item.lstrip("-").isdigit() and int(item) < 0):
+            break
+        allowed += 1
+    return min(found, allowed)
+
+
 def _set_config(opts, argv: list[str]) -> None:
     from bidsfill.cli import config
 
@@ -107,7 +135,13 @@ def _set_config(opts, argv: list[str]) -> None:
     ny.nprocs = nprocs
     ny.omp_nthreads = opts.omp_nthreads or min(8, nprocs)
     ny.mem_gb = opts.mem_gb
+    # Only the GPUs there are: a default of 1 made Nipype warn on every CPU machine. An
+    # explicit --device cuda keeps one slot, so GPU fills are never left uncounted.
     ny.n_gpu_procs = opts.gpus
+    if opts.gpus is None:
+        ny.n_gpu_procs = cuda_device_count()
+        if opts.device.startswith("cuda"):
+            ny.n_gpu_procs = max(1, ny.n_gpu_procs)
     ny.stop_on_first_crash = opts.stop_on_first_crash
     ny.plugin = "Linear" if nprocs == 1 else "MultiProc"
     ny.plugin_args = {}

@@ -32,7 +32,9 @@ def _kinds(values: list[str]) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bidsfill-train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="bidsfill-train", description=__doc__.split("\n")[0].replace("``", "")
+    )
     data = p.add_argument_group("data")
     data.add_argument("--bids-dir", type=Path, help="BIDS dataset of healthy T1w scans.")
     data.add_argument("--participant-label", nargs="+", help="Training participants (default all).")

@@ -18,18 +18,23 @@ import numpy as np
 
 __all__ = [
     "CLASSICAL_METHODS",
+    "DIFFUSION_METHODS",
     "FillError",
     "FillResult",
     "Filler",
     "available_methods",
     "fill_image",
     "get_filler",
+    "method_names",
     "register_filler",
 ]
 
 
 # Fillers that need no model, no device and no GPU slot.
 CLASSICAL_METHODS = ("nawm", "ring", "nonlocal", "fsl")
+# The diffusion fillers that bidsfill.fill.diffusion registers, named here so that the
+# CLI can list every method without importing torch (``bidsfill --help`` stays fast).
+DIFFUSION_METHODS = ("pseudo3d", "slicewise", "wdm3d", "repaint")
 
 
 class FillError(RuntimeError):
@@ -95,6 +100,15 @@ def _load_builtin_fillers() -> None:
 def available_methods() -> list[str]:
     _load_builtin_fillers()
     return sorted(_REGISTRY)
+
+
+def method_names() -> list[str]:
+    """The built-in methods and any registered so far, without importing a filler module.
+
+    :func:`available_methods` imports every filler (torch with the diffusion ones); this is
+    what the command line lists, so ``--help`` and ``--version`` need no heavy import.
+    """
+    return sorted({*CLASSICAL_METHODS, *DIFFUSION_METHODS, *_REGISTRY})
 
 
 def get_filler(name: str) -> Filler:

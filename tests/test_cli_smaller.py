@@ -1,0 +1,128 @@
+"""The smaller things a new user hits on the command line (issue 13).
+
+Fast ``--help``/``--version``, help text without doubled defaults or markup, a ``--gpus``
+default that matches the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bidsfill.cli import config
+from bidsfill.cli.parser import build_parser
+from bidsfill.cli.run import _set_config, cuda_device_count, run
+
+HEAVY = ("torch", "nipype", "nibabel", "scipy", "skimage", "bids", "ants")
+
+
+# --- --help and --version without heavy imports ------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_help_and_version_import_nothing_heavy(flag):
+    """Listing the methods must not import torch (it took 8-26 s on a busy machine)."""
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from bidsfill.cli.run import run\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        f"    rc = run([{flag!r}])\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "print(json.dumps({'rc': rc, 'heavy': heavy, 'out': out.getvalue()}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 0
+    assert result["heavy"] == []
+    assert "bidsfill" in result["out"]
+
+
+def test_listed_methods_are_the_registered_ones():
+    """The static list the parser shows is exactly what importing the fillers registers."""
+    from bidsfill.fill.base import available_methods, method_names
+
+    choices = next(a.choices for a in build_parser()._actions if a.dest == "method")
+    assert list(choices) == method_names() == available_methods()
+
+
+# --- help text ---------------------------------------------------------------------------
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_help_shows_each_default_once(capsys):
+    assert run(["--help"]) == 0
+    text = _flat(capsys.readouterr().out)
+    assert not re.search(r"\(default[^)]*\) \(default", text), text
+    for empty in ("(default: None)", "(default: False)", "(default: [])"):
+        assert empty not in text
+    # Defaults that say something are still shown.
+    assert "(default: pseudo3d)" in text
+    assert "(default: the model's)" in text
+
+
+@pytest.mark.parametrize("module, builder", [("train", "build_parser"),
+                                             ("evaluate", "_build_parser")])  # fmt: skip
+def test_tool_descriptions_have_no_markup(module, builder):
+    import importlib
+
+    parser = getattr(importlib.import_module(f"bidsfill.cli.{module}"), builder)()
+    text = parser.format_help()
+    assert "``" not in text
+    assert f"bidsfill-{module}:" in _flat(text)
+
+
+# --- --gpus ------------------------------------------------------------------------------
+
+
+def test_gpus_default_is_the_cuda_devices(tiny_bids, tmp_path, monkeypatch):
+    """No GPU, no GPU slot: a default of 1 made ``-v`` warn on every CPU machine."""
+    argv = [str(tiny_bids), str(tmp_path / "out"), "participant", "--method", "nawm"]
+    opts = build_parser().parse_args(argv)
+    assert opts.gpus is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    _set_config(opts, argv)
+    assert config.nipype.n_gpu_procs == 0
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    _set_config(opts, argv)
+    assert config.nipype.n_gpu_procs == cuda_device_count()
+    opts = build_parser().parse_args([*argv[:3], "--device", "cuda"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    _set_config(opts, argv)
+    assert config.nipype.n_gpu_procs == 1  # a GPU fill always holds a slot
+    opts = build_parser().parse_args([*argv, "--gpus", "3"])
+    _set_config(opts, argv)
+    assert config.nipype.n_gpu_procs == 3
+
+
+@pytest.mark.parametrize(
+    "visible, expected",
+    [(None, 2), ("0", 1), ("1,0", 2), ("0,1,2", 2), ("", 0), ("-1", 0), ("0,-1,1", 1),
+     ("GPU-8e3c", 1)],
+)  # fmt: skip
+def test_cuda_device_count(tmp_path, monkeypatch, visible, expected):
+    procfs = tmp_path / "gpus"
+    for bus in ("0000:17:00.0", "0000:65:00.0"):
+        (procfs / bus).mkdir(parents=True)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert cuda_device_count(procfs, tmp_path / "dev") == expected
+
+
+def test_cuda_device_count_from_dev_nodes(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-modeset"):
+        (dev / name).touch()
+    assert cuda_device_count(tmp_path / "no-procfs", dev) == 2
+    assert cuda_device_count(tmp_path / "no-procfs", tmp_path / "empty") == 0
