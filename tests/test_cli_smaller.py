@@ -126,3 +126,44 @@ def test_cuda_device_count_from_dev_nodes(tmp_path, monkeypatch):
         (dev / name).touch()
     assert cuda_device_count(tmp_path / "no-procfs", dev) == 2
     assert cuda_device_count(tmp_path / "no-procfs", tmp_path / "empty") == 0
+
+
+# --- library warnings --------------------------------------------------------------------
+
+
+_NOISY_RUN = """
+import multiprocessing, sys, warnings
+import numpy as np
+import bidsfill.cli.run as cli_run
+
+def noisy():  # warn as numpy does inside a node, here and in a forked MultiProc worker
+    np.float64(1.0) / np.float64(0.0)
+    np.mean(np.array([]))
+    warnings.warn("raised by a library", RuntimeWarning, stacklevel=1)
+    worker = multiprocessing.get_context("fork").Process(target=np.std, args=(np.array([]),))
+    worker.start()
+    worker.join()
+    return 0
+
+cli_run._run_participant = noisy
+sys.exit(cli_run.run(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("verbose", [[], ["-vv"]])
+def test_library_warnings_go_to_the_debug_log(tiny_bids, tmp_path, verbose):
+    argv = [str(tiny_bids), str(tmp_path / "out"), "participant", "--method", "nawm", *verbose]
+    proc = subprocess.run([sys.executable, "-c", _NOISY_RUN, *argv], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert "Traceback" not in err
+    raw = [line for line in err.splitlines() if "Warning" in line and " DEBUG: " not in line]
+    assert raw == []
+    if verbose:  # the same warnings, each once, as debug lines of the log
+        debug = [line for line in err.splitlines() if " DEBUG: RuntimeWarning" in line]
+        for text in ("divide by zero", "Mean of empty slice", "raised by a library",
+                     "Degrees of freedom"):  # fmt: skip
+            assert any(text in line for line in debug), err
+    else:
+        assert err == ""

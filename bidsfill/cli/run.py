@@ -12,7 +12,8 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bidsfill import __version__
@@ -470,8 +471,46 @@ def _reports_only(out_dir: Path, subjects: list[str], warnings: list[str]) -> in
     return int(ExitCode.SUCCESS)
 
 
+# Packages whose warnings (an empty slice's mean, a division by zero in a background
+# voxel, a dtype cast) are notes for a developer, not for the user of the BIDS App.
+_LIBRARY_PACKAGES = ("numpy", "scipy", "skimage", "nibabel", "nilearn", "nipype", "bids",
+                     "ants", "torch", "matplotlib", "pandas", "sklearn")  # fmt: skip
+
+
+def _from_library(filename: str) -> bool:
+    parts = Path(filename).parts
+    return any(part in parts for part in _LIBRARY_PACKAGES) and (
+        "site-packages" in parts or "dist-packages" in parts
+    )
+
+
+def _quiet_library_warnings(shown: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that sends library warnings to the debug log.
+
+    A ``RuntimeWarning`` (numpy's "invalid value encountered", "Mean of empty slice") and
+    any warning raised inside a library are logged at debug level (seen with ``-vv``)
+    instead of printed raw on stderr; other warnings go on to ``shown``. Nipype's MultiProc
+    workers are forked, so they inherit this.
+    """
+
+    def _show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, RuntimeWarning) or _from_library(str(filename)):
+            LOGGER.debug("%s (%s:%s): %s", category.__name__, Path(filename).name, lineno,
+                         message)  # fmt: skip
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    return _show
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run bidsfill with ``argv`` (without the program name); return the exit code."""
+    with warnings.catch_warnings():  # restored on return (tests call run() many times)
+        warnings.showwarning = _quiet_library_warnings(warnings.showwarning)
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     from bidsfill.cli.parser import ANALYSIS_LEVELS, build_parser
 
     argv = list(sys.argv[1:] if argv is None else argv)
