@@ -6,10 +6,12 @@ default that matches the machine.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -167,3 +169,72 @@ def test_library_warnings_go_to_the_debug_log(tiny_bids, tmp_path, verbose):
             assert any(text in line for line in debug), err
     else:
         assert err == ""
+
+
+# --- a failed write ----------------------------------------------------------------------
+
+
+def test_part_file_is_removed_when_the_write_fails(tmp_path):
+    from bidsfill.io.atomic import part_file
+
+    out = tmp_path / "figure.png"
+    out.write_text("the previous run's figure")
+    with pytest.raises(OSError), part_file(out) as tmp:
+        tmp.write_text("half a fig")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]
+    assert out.read_text() == "the previous run's figure"
+    with part_file(out) as tmp:
+        tmp.write_text("new")
+    assert out.read_text() == "new" and not tmp.exists()
+
+
+def test_full_disk_leaves_no_part_and_no_empty_crash_file(tiny_bids, tmp_path, capsys,
+                                                          monkeypatch):  # fmt: skip
+    """The derivatives writer and then Nipype's crash file both meet a full disk."""
+    from types import SimpleNamespace
+
+    import nipype.pipeline.plugins.tools as nipype_tools
+
+    import bidsfill.bids.derivatives as derivatives
+
+    def half_copy(src, dst):
+        data = Path(src).read_bytes()
+        Path(dst).write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    def crash_file_on_full_disk(crashfile, crashinfo):
+        Path(crashfile).touch()  # open() succeeds, the first write does not
+        raise OSError(errno.ENOSPC, "No space left on device", crashfile)
+
+    monkeypatch.setattr(derivatives, "shutil", SimpleNamespace(copyfile=half_copy))
+    monkeypatch.setattr(nipype_tools, "crash2txt", crash_file_on_full_disk)
+    out = tmp_path / "out"
+    code = run(
+        [
+            str(tiny_bids),
+            str(out),
+            "participant",
+            "-w",
+            str(tmp_path / "w"),
+            "--participant-label",
+            "01",
+            "--session-label",
+            "1",
+            "--skip-bids-validation",
+            "--method",
+            "nawm",
+            "--nprocs",
+            "1",
+        ]
+    )  # fmt: skip  (Linear: in this process)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert "sub-01" in line and "No space left on device" in line, line
+    assert "crash file could not be written" in line, line
+    assert "ds_" in line or "write" in line, line  # the node that failed
+    assert list(out.rglob("*.part")) == []
+    assert [p for p in out.rglob("crash-*") if p.stat().st_size == 0] == []
+    assert not list(out.rglob("*desc-filled_T1w.nii.gz"))  # nothing half-written looks done

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bidsfill import __version__
+from bidsfill.io.atomic import part_file
 
 __all__ = [
     "CODE_URL",
@@ -66,17 +67,15 @@ def bids_uri(path: str | Path, root: str | Path, dataset: str = "raw") -> str:
 
 def write_file(src: str | Path, dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
+    with part_file(dst) as tmp:
+        shutil.copyfile(src, tmp)
     return dst
 
 
 def write_json(data: dict[str, Any], dst: Path) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(dst)
+    with part_file(dst) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     return dst
 
 

@@ -342,6 +342,56 @@ def _describe_crash(crash: Path) -> str:
     return f"{subject}: node {node} failed: {message.rstrip('.')}"
 
 
+# crash-<date>-<time>-<login>-<node id>-<uuid4>.txt, as Nipype names its crash files.
+_CRASH_NAME = re.compile(
+    r"^crash-\d{8}-\d{6}-(?P<rest>.+)-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}(?:\.\w+)?$"
+)
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _crash_node(name: str) -> str:
+    """The node named in a crash file's name (its content may be missing)."""
+    import getpass
+
+    match = _CRASH_NAME.match(name)
+    if not match:
+        return name
+    rest = match["rest"]
+    with contextlib.suppress(KeyError, OSError):
+        rest = rest.removeprefix(f"{getpass.getuser()}-")
+    return rest
+
+
+def _describe_unwritten_crash(crash: Path, err: BaseException) -> str:
+    """The sentence for a node whose crash file stayed empty (a full disk)."""
+    # Nipype raised the crash file's write error while handling the node's own error.
+    cause = err.__context__ if isinstance(err, OSError) and err.__context__ else err
+    message = _error_message(str(cause)) or str(cause) or type(cause).__name__
+    why = err.strerror if isinstance(err, OSError) and err.strerror else "it is empty"
+    return (f"{crash.parents[2].name}: node {_crash_node(crash.name)} failed: "
+            f"{message.rstrip('.')} (its crash file could not be written: {why})")  # fmt: skip
+
+
+def _clean_failed_run(out_dir: Path, subjects: list[str], unwritten: list[Path]) -> None:
+    """Remove what a failed run left half-written: empty crash files and ``.part`` files."""
+    from bidsfill.io.atomic import PART_SUFFIX
+
+    leftovers = list(unwritten)
+    for folder in (out_dir, out_dir / "logs"):
+        leftovers += folder.glob(f"*{PART_SUFFIX}")
+    for subject in subjects:
+        leftovers += (out_dir / f"sub-{subject}").rglob(f"*{PART_SUFFIX}")
+    for path in leftovers:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def _run_group() -> int:
     from bidsfill.cli import config
     from bidsfill.report.group import write_group_table
@@ -447,9 +497,14 @@ def _run_participant() -> int:
         workflow.run(plugin=ny.plugin, plugin_args=plugin_args)
     except Exception as err:  # Nipype raises RuntimeError listing crashed nodes
         crashes = sorted(out_dir.glob(f"sub-*/log/{ex.run_uuid}/crash-*"))
+        # A full disk leaves crash files that Nipype opened but could not write.
+        unwritten = [p for p in crashes if _is_empty(p)]
+        crashes = [p for p in crashes if p not in unwritten]
+        _clean_failed_run(out_dir, subjects, unwritten)
         crash_dirs = sorted({str(p.parent) for p in crashes})
         where = f"; crash files are in {', '.join(crash_dirs)}" if crash_dirs else ""
         failed = [_describe_crash(p) for p in crashes]
+        failed += [_describe_unwritten_crash(p, err) for p in unwritten]
         if not failed:
             failed = [f"bidsfill failed: {_error_message(str(err)) or type(err).__name__}"]
         raise BidsfillExit("; ".join(failed) + where + ".", ExitCode.FAILURE) from None

@@ -17,6 +17,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bidsfill.io.atomic import part_file
+
 __all__ = [
     "InputError",
     "LoadedImage",
@@ -186,14 +188,14 @@ def write_like(
     if raw.ndim != len(header.get_data_shape()):
         raw = raw.reshape(header.get_data_shape())
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
     # mtime=0 keeps reruns byte-identical.
     opener = (
         partial(gzip.GzipFile, mode="wb", mtime=0)
         if path.name.endswith(".gz")
         else partial(open, mode="wb")
     )
-    with opener(tmp) as handle:
+    # Atomic: no half-written output under the final name, no .part left after an error.
+    with part_file(path) as tmp, opener(tmp) as handle:
         header.write_to(handle)
         offset = int(header.get_data_offset())
         written = handle.tell()
@@ -201,7 +203,6 @@ def write_like(
             handle.write(b"\x00" * (offset - written))
         dtype = header.get_data_dtype()
         handle.write(np.asarray(raw, dtype=dtype).tobytes(order="F"))
-    tmp.replace(path)  # atomic: no half-written output under the final name
     return path
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from bidsfill.io.atomic import part_file
 from bidsfill.report.flicker import flicker_svg
 from bidsfill.report.render import (
     ORIENTATIONS,
@@ -211,10 +212,11 @@ def uncertainty_figure(
     bar.set_label("std of the fills (T1w units)", color="white")
     bar.ax.tick_params(colors="white")
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(out_file.name + ".part")
-    fig.savefig(tmp, dpi=90, facecolor="black", format="png")
-    plt.close(fig)
-    tmp.replace(out_file)
+    try:
+        with part_file(out_file) as tmp:
+            fig.savefig(tmp, dpi=90, facecolor="black", format="png")
+    finally:
+        plt.close(fig)
     return out_file
 
 
@@ -231,7 +233,6 @@ def _aspect(zooms: tuple[float, float, float], axis: int) -> float:
 
 def _write_text(text: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with part_file(path) as tmp:
+        tmp.write_text(text)
     return path

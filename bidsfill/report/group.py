@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bidsfill.io.atomic import part_file
 from bidsfill.segment.tissues import LABELS
 
 __all__ = ["collect_rows", "write_group_table"]
@@ -57,10 +58,8 @@ def write_group_table(output_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     rows = collect_rows(output_dir)
     out = Path(output_dir) / "group_T1w.tsv"
     if rows:
-        tmp = out.with_name(out.name + ".part")
-        with tmp.open("w", newline="") as handle:
+        with part_file(out) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t")
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(out)
     return out, rows

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bidsfill.io.atomic import part_file
+
 __all__ = ["esc", "figure", "kv_table", "page", "pre", "table", "write_page"]
 
 _CSS = """
@@ -88,7 +90,6 @@ def write_page(text: str, path: Path) -> Path:
     """Write the page through a ``.part`` file so a crash never leaves half a report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with part_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path

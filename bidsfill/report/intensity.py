@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from bidsfill.io.atomic import part_file
+
 __all__ = ["histogram_figure", "intensity_samples", "intensity_table", "fill_warning"]
 
 _COLOURS = {"lesion (original)": "#d62728", "filled": "#1f77b4", "NAWM": "#2ca02c",
@@ -90,8 +92,9 @@ def histogram_figure(samples: dict[str, np.ndarray], out_file: Path) -> Path:
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(out_file.name + ".part")
-    fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    tmp.replace(out_file)
+    try:
+        with part_file(out_file) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+    finally:
+        plt.close(fig)
     return out_file

@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bidsfill.io.atomic import part_file
+
 __all__ = [
     "RunLog",
     "citation_markdown",
@@ -202,7 +204,6 @@ def write_citation(output_dir: Path) -> Path:
             segmenters.add(str(segmenter))
     out = output_dir / "logs" / "CITATION.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{id(sidecars)}.part")
-    tmp.write_text(citation_markdown(sidecars, segmenters))
-    tmp.replace(out)
+    with part_file(out, tag=str(id(sidecars))) as tmp:
+        tmp.write_text(citation_markdown(sidecars, segmenters))
     return out

@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from bidsfill.io.atomic import part_file
+
 __all__ = [
     "CONTOUR_RGB",
     "ORIENTATIONS",
@@ -171,7 +173,6 @@ def save_png(rgb: np.ndarray, path: str | Path) -> Path:
     """Write ``rgb`` as a PNG (through a ``.part`` file, so no half-written figure)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(png_bytes(rgb))
-    tmp.replace(path)
+    with part_file(path) as tmp:
+        tmp.write_bytes(png_bytes(rgb))
     return path
