@@ -238,3 +238,29 @@ def test_full_disk_leaves_no_part_and_no_empty_crash_file(tiny_bids, tmp_path, c
     assert list(out.rglob("*.part")) == []
     assert [p for p in out.rglob("crash-*") if p.stat().st_size == 0] == []
     assert not list(out.rglob("*desc-filled_T1w.nii.gz"))  # nothing half-written looks done
+
+
+# --- --seed reaches every node -----------------------------------------------------------
+
+
+def test_seed_reaches_the_brain_mask(tiny_bids, tmp_path, monkeypatch):
+    """The README promises --seed seeds every random draw: the brain mask's registration too."""
+    import bidsfill.segment as segment
+    from bidsfill.bids.discovery import discover, load_layout
+    from bidsfill.interfaces.segment import BrainMask
+    from bidsfill.workflows.base import init_fill_run_wf
+
+    runs, _ = discover(load_layout(tiny_bids, validate=False), participant_label=["01"])
+    wf = init_fill_run_wf(run=runs[0], bids_dir=tiny_bids, output_dir=tmp_path / "out",
+                          method="nawm", seed=11)  # fmt: skip
+    assert wf.get_node("brain_mask").inputs.seed == 11
+    seen = {}
+
+    def estimate(image, affine, **kwargs):
+        seen.update(kwargs)
+        return image > 0, True
+
+    monkeypatch.setattr(segment, "estimate_brain_mask", estimate)
+    monkeypatch.chdir(tmp_path)
+    BrainMask(in_file=str(runs[0].t1w), seed=11).run()
+    assert seen.get("seed") == 11

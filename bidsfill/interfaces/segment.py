@@ -23,6 +23,7 @@ _CLASSES = tuple(LABELS)  # GM, WM, CSF: the BIDS dseg order
 
 class _BrainMaskInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="T1w image")
+    seed = traits.Int(0, usedefault=True, desc="seed of the MNI registration (heads only)")
 
 
 class _BrainMaskOutputSpec(TraitedSpec):
@@ -40,7 +41,7 @@ class BrainMask(SimpleInterface):
         from bidsfill.segment import estimate_brain_mask
 
         t1w = load_image(self.inputs.in_file)
-        mask, stripped = estimate_brain_mask(t1w.data, t1w.affine)
+        mask, stripped = estimate_brain_mask(t1w.data, t1w.affine, seed=self.inputs.seed)
         out = Path(runtime.cwd) / "brain_mask.nii.gz"
         save_new(np.asarray(mask, dtype=np.uint8), t1w.img, out, np.uint8)
         self._results["out_mask"] = str(out)

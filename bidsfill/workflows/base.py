@@ -110,7 +110,7 @@ def init_fill_run_wf(
     align = pe.Node(AlignLesionMask(dilate=dilate, seed=seed), name="align_mask", mem_gb=1)
     if mask_threshold is not None:  # left undefined otherwise, so cached work dirs stay valid
         align.inputs.mask_threshold = mask_threshold
-    brain_mask = pe.Node(BrainMask(), name="brain_mask", mem_gb=1)
+    brain_mask = pe.Node(BrainMask(seed=seed), name="brain_mask", mem_gb=1)
     fill = pe.Node(
         FillLesions(
             method=method,
