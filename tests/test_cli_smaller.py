@@ -264,3 +264,47 @@ def test_seed_reaches_the_brain_mask(tiny_bids, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     BrainMask(in_file=str(runs[0].t1w), seed=11).run()
     assert seen.get("seed") == 11
+
+
+# --- --skip-segmentation -----------------------------------------------------------------
+
+
+def test_skip_segmentation_builds_no_segmentation_node(tiny_bids, tmp_path):
+    from bidsfill.bids.discovery import discover, load_layout
+    from bidsfill.workflows.base import init_fill_run_wf
+
+    runs, _ = discover(load_layout(tiny_bids, validate=False), participant_label=["01"])
+    kwargs = dict(run=runs[0], bids_dir=tiny_bids, output_dir=tmp_path / "out", method="nawm",
+                  seed=0)  # fmt: skip
+    names = set(init_fill_run_wf(**kwargs).list_node_names())
+    assert {"brain_mask", "seg_orig", "seg_filled"} <= names
+    names = set(init_fill_run_wf(**kwargs, segment=False).list_node_names())
+    assert names.isdisjoint({"brain_mask", "seg_orig", "seg_filled"})
+    assert {"align_mask", "fill", "ds_run"} <= names
+
+
+def test_skip_segmentation_writes_the_fill_and_the_report(tiny_bids, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run([str(tiny_bids), str(out), "participant", "-w", str(tmp_path / "w"),
+                "--participant-label", "01", "--session-label", "1", "--skip-bids-validation",
+                "--method", "nawm", "--nprocs", "1", "--skip-segmentation"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    anat = out / "sub-01" / "ses-1" / "anat"
+    names = sorted(p.name for p in anat.iterdir())
+    assert "sub-01_ses-1_desc-filled_T1w.nii.gz" in names
+    assert "sub-01_ses-1_label-lesion_mask.nii.gz" in names
+    assert not [n for n in names if "dseg" in n or "probseg" in n], names
+    sidecar = json.loads((anat / "sub-01_ses-1_desc-filled_T1w.json").read_text())
+    assert isinstance(sidecar["SkullStripped"], bool)
+    report = (out / "sub-01.html").read_text()
+    assert "Skipped (--skip-segmentation)" in report
+    assert "none (--skip-segmentation)" in report
+    assert (out / "sub-01" / "figures" / "sub-01_ses-1_desc-intensity_T1w.png").exists()
+    assert not list((out / "sub-01" / "figures").glob("*_dseg.svg"))
+    assert not list(out.rglob("crash-*"))
+    # The group level and --reports-only work on such an output.
+    assert run([str(tiny_bids), str(out), "group"]) == 0
+    assert run([str(tiny_bids), str(out), "participant", "-w", str(tmp_path / "w"),
+                "--participant-label", "01", "--session-label", "1", "--skip-bids-validation",
+                "--method", "nawm", "--reports-only"]) == 0  # fmt: skip
+    assert "Skipped (--skip-segmentation)" in (out / "sub-01.html").read_text()

@@ -126,6 +126,8 @@ class workflow(_Section):
     """RePaint: steps jumped back before resampling."""
     jump_n_sample: int = 2
     """RePaint: times each jump is resampled."""
+    skip_segmentation: bool = False
+    """Write the filled T1w and the mask only: no brain mask, no GM/WM/CSF segmentations."""
 
 
 class nipype(_Section):

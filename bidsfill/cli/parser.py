@@ -237,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     g_perf.add_argument("--use-plugin", type=exists, default=None, metavar="FILE",
                         help="Nipype plugin configuration (YAML: plugin, plugin_args)")  # fmt: skip
 
+    g_stages = parser.add_argument_group("Options to skip stages")
+    g_stages.add_argument(
+        "--skip-segmentation", "--fill-only", action="store_true",
+        help="write only the filled T1w and the lesion mask (with the report): no brain mask "
+             "and no GM/WM/CSF segmentation of the original and filled images, for a user "
+             "who runs FreeSurfer, FastSurfer or FAST next",
+    )  # fmt: skip
+
     g_other = parser.add_argument_group("Other options")
     g_other.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
                          help="working directory; rerunning with the same one resumes")  # fmt: skip

@@ -131,6 +131,7 @@ def _set_config(opts, argv: list[str]) -> None:
     wf.feather = opts.feather
     wf.jump_length = opts.jump_length
     wf.jump_n_sample = opts.jump_n_sample
+    wf.skip_segmentation = opts.skip_segmentation
     # The cores this process may use (a cgroup/taskset/SLURM allocation), not the machine's.
     nprocs = opts.nprocs or len(os.sched_getaffinity(0)) or 1
     ny.nprocs = nprocs

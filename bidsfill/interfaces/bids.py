@@ -43,13 +43,14 @@ class _WriteRunDerivativesInputSpec(BaseInterfaceInputSpec):
     mask = File(exists=True, mandatory=True, desc="mask used, T1w grid")
     mask_info = File(exists=True, mandatory=True, desc="alignment JSON")
     fill_info = File(exists=True, mandatory=True, desc="fill JSON")
-    dseg_orig = File(exists=True, mandatory=True, desc="dseg of the original")
-    dseg_filled = File(exists=True, mandatory=True, desc="dseg of the filled image")
-    probseg_orig = traits.List(File(exists=True), mandatory=True, desc="GM/WM/CSF original")
-    probseg_filled = traits.List(File(exists=True), mandatory=True, desc="GM/WM/CSF filled")
-    seg_info_orig = File(exists=True, mandatory=True, desc="segmentation JSON, original")
-    seg_info_filled = File(exists=True, mandatory=True, desc="segmentation JSON, filled")
-    skull_stripped = traits.Bool(mandatory=True, desc="input looked skull-stripped")
+    # The segmentations are left undefined with --skip-segmentation.
+    dseg_orig = File(exists=True, desc="dseg of the original")
+    dseg_filled = File(exists=True, desc="dseg of the filled image")
+    probseg_orig = traits.List(File(exists=True), desc="GM/WM/CSF original")
+    probseg_filled = traits.List(File(exists=True), desc="GM/WM/CSF filled")
+    seg_info_orig = File(exists=True, desc="segmentation JSON, original")
+    seg_info_filled = File(exists=True, desc="segmentation JSON, filled")
+    skull_stripped = traits.Bool(desc="input looked skull-stripped (default: checked here)")
 
 
 class _WriteRunDerivativesOutputSpec(TraitedSpec):
@@ -79,10 +80,23 @@ class WriteRunDerivatives(SimpleInterface):
             mask_uri = bids_uri(inp.mask_source, inp.bids_dir)
         mask_info = json.loads(Path(inp.mask_info).read_text())
         fill_info = json.loads(Path(inp.fill_info).read_text())
-        seg = {
-            "orig": json.loads(Path(inp.seg_info_orig).read_text()),
-            "filled": json.loads(Path(inp.seg_info_filled).read_text()),
-        }
+        segmented = isdefined(inp.seg_info_orig) and isdefined(inp.seg_info_filled)
+        seg = (
+            {
+                "orig": json.loads(Path(inp.seg_info_orig).read_text()),
+                "filled": json.loads(Path(inp.seg_info_filled).read_text()),
+            }
+            if segmented
+            else {}
+        )
+        if isdefined(inp.skull_stripped):
+            skull_stripped = bool(inp.skull_stripped)
+        else:  # no brain-mask node (--skip-segmentation): the same test, without the mask
+            from bidsfill.io.nifti import load_image
+            from bidsfill.segment import looks_skull_stripped
+
+            t1w = load_image(src)
+            skull_stripped = looks_skull_stripped(t1w.data, t1w.affine)
         written: list[str] = []
 
         def put(path, name, meta):
@@ -93,7 +107,7 @@ class WriteRunDerivatives(SimpleInterface):
 
         mask_name = derivative_name(src, label="lesion", suffix="mask")
         mask_uri_out = f"bids::{(anat / mask_name).relative_to(out_dir).as_posix()}"
-        common = {"SkullStripped": bool(inp.skull_stripped)}
+        common = {"SkullStripped": bool(skull_stripped)}
         filled_meta = {
             **common,
             "Sources": [raw_uri, mask_uri_out],
@@ -125,10 +139,13 @@ class WriteRunDerivatives(SimpleInterface):
                 "LesionVolumeML": mask_info["LesionVolumeML"],
             },
         )
-        for desc, dseg, probs in (
-            ("orig", inp.dseg_orig, inp.probseg_orig),
-            ("filled", inp.dseg_filled, inp.probseg_filled),
-        ):
+        segmentations = (
+            (("orig", inp.dseg_orig, inp.probseg_orig),
+             ("filled", inp.dseg_filled, inp.probseg_filled))
+            if segmented
+            else ()
+        )  # fmt: skip
+        for desc, dseg, probs in segmentations:
             image_uri = (
                 raw_uri
                 if desc == "orig"

@@ -70,9 +70,23 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
         ("Device", meta.get("Device")),
         ("Fill time (s)", meta.get("FillSeconds")),
         ("Seed", meta.get("Seed")),
-        ("Segmenter", seg.get("filled", {}).get("Segmenter")),
+        ("Segmenter", seg.get("filled", {}).get("Segmenter") or _NOT_SEGMENTED),
     ]
     return rows
+
+
+_NOT_SEGMENTED = "none (--skip-segmentation)"
+
+
+def _cheap_labels(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Labels in place of a segmentation: 2 for the brightest Otsu class (WM), 1 elsewhere
+    in the foreground; enough for the intensity window and the NAWM comparison."""
+    from bidsfill.fill._lesions import estimate_wm_mask
+
+    robust_max = float(np.percentile(image, 99.9)) if image.size else 0.0
+    labels = (image > 1e-3 * robust_max).astype(np.int16)
+    labels[estimate_wm_mask(image, mask)] = 2
+    return labels
 
 
 def _tissue_table(seg: dict[str, Any]) -> str:
@@ -114,6 +128,9 @@ def run_section(summary: dict[str, Any], output_dir: Path, fig_dir: Path) -> Run
     for desc in ("orig", "filled"):
         path = _find(files, f"_desc-{desc}_dseg")
         dseg[desc] = load_ras(path, np.int16).data if path else np.zeros(mask.shape, np.int16)
+    segmented = _find(files, "_desc-orig_dseg") is not None
+    if not segmented:  # --skip-segmentation
+        dseg["orig"] = _cheap_labels(original.data, mask)
     inside = (dseg["orig"] > 0) | mask
     vrange = window(original.data, inside)
     brain_box = box_around(inside, original.zooms, margin_mm=4.0)
@@ -188,6 +205,12 @@ def run_section(summary: dict[str, Any], output_dir: Path, fig_dir: Path) -> Run
         + (f'<p class="warn">{esc(verdict)}</p>' if verdict else "")
     )  # fmt: skip
 
+    if not segmented:
+        parts.append("<h3>Tissue segmentation</h3><p>Skipped (--skip-segmentation). Above, "
+                     "NAWM is the brightest of three Otsu classes of the original, not a "
+                     "segmentation's white matter.</p>")  # fmt: skip
+        return RunSection(anchor=anchor, title=stem, html="".join(parts), warnings=warnings,
+                          figures=figs)  # fmt: skip
     centre = clusters[0].centre if clusters else tuple(s // 2 for s in mask.shape)
     seg_fig = segmentation_flicker(original, filled.data, dseg["orig"], dseg["filled"], mask,
                                    centre, vrange, brain_box,  # type: ignore[arg-type]

@@ -64,6 +64,7 @@ def init_fill_run_wf(
     fill_params: dict[str, Any] | None = None,
     use_gpu: bool = False,
     omp_nthreads: int = 1,
+    segment: bool = True,
     name: str = "fill_run_wf",
 ):
     """Fill the lesions of one T1w, segment it before and after, write derivatives.
@@ -84,6 +85,9 @@ def init_fill_run_wf(
         Extra method parameters (diffusion: sampler, steps, n_samples, model, device).
     use_gpu
         Mark the fill node as a GPU node (MultiProc counts ``n_gpu_procs``).
+    segment
+        Segment GM/WM/CSF before and after filling; False (``--skip-segmentation``)
+        builds neither segmentation nor the brain mask they need.
 
     Inputs
     ------
@@ -110,7 +114,6 @@ def init_fill_run_wf(
     align = pe.Node(AlignLesionMask(dilate=dilate, seed=seed), name="align_mask", mem_gb=1)
     if mask_threshold is not None:  # left undefined otherwise, so cached work dirs stay valid
         align.inputs.mask_threshold = mask_threshold
-    brain_mask = pe.Node(BrainMask(seed=seed), name="brain_mask", mem_gb=1)
     fill = pe.Node(
         FillLesions(
             method=method,
@@ -121,18 +124,6 @@ def init_fill_run_wf(
         ),
         name="fill",
         mem_gb=4 if method not in CLASSICAL_METHODS else 1,
-        n_procs=omp_nthreads,
-    )
-    seg_orig = pe.Node(
-        SegmentTissues(seed=seed, omp_nthreads=omp_nthreads),
-        name="seg_orig",
-        mem_gb=1,
-        n_procs=omp_nthreads,
-    )
-    seg_filled = pe.Node(
-        SegmentTissues(seed=seed, omp_nthreads=omp_nthreads),
-        name="seg_filled",
-        mem_gb=1,
         n_procs=omp_nthreads,
     )
     ds_run = pe.Node(
@@ -148,23 +139,40 @@ def init_fill_run_wf(
     workflow.connect([
         (inputnode, align, [("t1w", "t1w"), ("mask", "mask"), ("references", "references"),
                             ("reference_suffixes", "reference_suffixes")]),
-        (inputnode, brain_mask, [("t1w", "in_file")]),
         (inputnode, fill, [("t1w", "t1w")]),
         (align, fill, [("out_mask", "mask")]),
-        (inputnode, seg_orig, [("t1w", "in_file")]),
-        (brain_mask, seg_orig, [("out_mask", "brain_mask")]),
-        (fill, seg_filled, [("out_file", "in_file")]),
-        (brain_mask, seg_filled, [("out_mask", "brain_mask")]),
         (inputnode, ds_run, [("t1w", "source_file"), ("mask", "mask_source")]),
         (align, ds_run, [("out_mask", "mask"), ("out_info", "mask_info")]),
         (fill, ds_run, [("out_file", "filled"), ("out_std", "fill_std"),
                         ("out_info", "fill_info")]),
+        (ds_run, outputnode, [("out_summary", "summary"), ("out_files", "out_files")]),
+    ])  # fmt:skip
+    if not segment:  # ds_run then checks itself whether the T1w is skull-stripped
+        return workflow
+    brain_mask = pe.Node(BrainMask(seed=seed), name="brain_mask", mem_gb=1)
+    seg_orig = pe.Node(
+        SegmentTissues(seed=seed, omp_nthreads=omp_nthreads),
+        name="seg_orig",
+        mem_gb=1,
+        n_procs=omp_nthreads,
+    )
+    seg_filled = pe.Node(
+        SegmentTissues(seed=seed, omp_nthreads=omp_nthreads),
+        name="seg_filled",
+        mem_gb=1,
+        n_procs=omp_nthreads,
+    )
+    workflow.connect([
+        (inputnode, brain_mask, [("t1w", "in_file")]),
+        (inputnode, seg_orig, [("t1w", "in_file")]),
+        (brain_mask, seg_orig, [("out_mask", "brain_mask")]),
+        (fill, seg_filled, [("out_file", "in_file")]),
+        (brain_mask, seg_filled, [("out_mask", "brain_mask")]),
         (brain_mask, ds_run, [("skull_stripped", "skull_stripped")]),
         (seg_orig, ds_run, [("out_dseg", "dseg_orig"), ("out_probseg", "probseg_orig"),
                             ("out_info", "seg_info_orig")]),
         (seg_filled, ds_run, [("out_dseg", "dseg_filled"), ("out_probseg", "probseg_filled"),
                               ("out_info", "seg_info_filled")]),
-        (ds_run, outputnode, [("out_summary", "summary"), ("out_files", "out_files")]),
     ])  # fmt:skip
     return workflow
 
@@ -183,6 +191,7 @@ def init_single_subject_wf(
     fill_params: dict[str, Any] | None = None,
     use_gpu: bool = False,
     omp_nthreads: int = 1,
+    segment: bool = True,
     warnings: list[str] | None = None,
     config_file: Path | None = None,
     name: str | None = None,
@@ -230,6 +239,7 @@ def init_single_subject_wf(
             fill_params=fill_params,
             use_gpu=use_gpu,
             omp_nthreads=omp_nthreads,
+            segment=segment,
             name=f"fill_{run.key}_wf",
         )
         workflow.connect(run_wf, "outputnode.summary", merge, f"in{i + 1}")
@@ -292,6 +302,7 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
                 fill_params=fill_params,
                 use_gpu=use_gpu,
                 omp_nthreads=config.nipype.omp_nthreads,
+                segment=not config.workflow.skip_segmentation,
                 warnings=subject_warnings,
                 config_file=log_dir / "bidsfill.toml",
             )
