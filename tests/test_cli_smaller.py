@@ -308,3 +308,38 @@ def test_skip_segmentation_writes_the_fill_and_the_report(tiny_bids, tmp_path, c
                 "--participant-label", "01", "--session-label", "1", "--skip-bids-validation",
                 "--method", "nawm", "--reports-only"]) == 0  # fmt: skip
     assert "Skipped (--skip-segmentation)" in (out / "sub-01.html").read_text()
+
+
+# --- scripts/test.sh says what it installs -----------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_test_script_says_what_it_installs(tmp_path):
+    """Without chromium on PATH, the plan names the Debian packages, apt-get and root."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"  # a PATH with the tools the script needs, and no chromium
+    bin_dir.mkdir()
+    for tool in ("dirname", "id"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    bash = shutil.which("bash")
+    proc = subprocess.run([bash, str(ROOT / "scripts" / "test.sh"), "--plan"], cwd=tmp_path,
+                          env={"PATH": str(bin_dir)}, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    plan = " ".join(proc.stdout.split())
+    for needle in ("chromium", "chromium-driver", "apt-get", "root", "440 MB"):
+        assert needle in plan, plan
+    # And it prints the plan first when it really runs.
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    body = script[script.index('if [ "${1:-}" = "--plan" ]') :]
+    assert body.index("\nplan\n") < body.index("scripts/setup.sh") < body.index("install-test")
+
+
+def test_readme_quick_start_says_what_the_tests_install():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Quick start")
+    quick = " ".join(readme[start : readme.index("\n## ", start + 1)].split())
+    for needle in ("chromium", "apt-get", "root", "--plan"):
+        assert needle in quick, needle
