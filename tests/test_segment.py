@@ -18,16 +18,15 @@ from bidsfill.segment import (
 
 # Realistic voxel size so that the phantoms have brain-like volumes in mL.
 AFFINE = np.diag([6.0, 6.0, 6.0, 1.0])
-# shared/ lies beside the checkout (here and in CI).
+# shared/ lies beside the checkout (here and in CI) or inside it (a copied working tree);
+# found from the repository, never from an absolute path of one machine.
+_ROOT = Path(__file__).resolve().parents[1]
 _HEAD01_REL = "data/healthy-t1w/sub-head01/anat/sub-head01_T1w.nii.gz"
 HEAD01 = next(
-    (
-        p / _HEAD01_REL
-        for p in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
-        if (p / _HEAD01_REL).exists()
-    ),
-    Path("/work/shared") / _HEAD01_REL,
-)
+    (p / _HEAD01_REL for p in (_ROOT / "shared", _ROOT.parent / "shared")
+     if (p / _HEAD01_REL).exists()),
+    _ROOT.parent / "shared" / _HEAD01_REL,
+)  # fmt: skip
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
