@@ -8,8 +8,10 @@
 # head), gd01 (skull-stripped contrast-enhanced).
 # Resumable: rerun the same command; on a fresh machine it starts from the state committed
 # in training/pseudo3d-residual/ (RUN_DIR=runs/pseudo3d-residual bash
-# scripts/save_training_state.sh). GPU: DEVICE=cuda STEPS=... runs the same recipe there
-# (the card records the device of each stage). Export with
+# scripts/save_training_state.sh). On a GPU machine, ten minutes of the same recipe:
+#   RUN_DIR=runs/gpu DEVICE=cuda WORKERS=14 BATCH=16 MAX_MINUTES=10 bash scripts/residual_default.sh
+# (data loading, with its nonlocal prefill, runs on the CPU workers; the card records where
+# each stage ran). Export with
 #   .venv/bin/bidsfill-train --run-dir runs/pseudo3d-residual --export-only \
 #       --export bidsfill/data/models/pseudo3d.safetensors --sampling-steps 1 --sampling-n-samples 1
 set -euo pipefail
@@ -30,7 +32,7 @@ nohup .venv/bin/python -m bidsfill.cli.train \
     --run-dir "$RUN_DIR" --arch pseudo3d --channels 24 48 96 --num-res-blocks 1 \
     --patch 64 64 6 --region 96 96 32 --prediction-type sample --beta-schedule cosine \
     --prefill --residual --high-t-fraction 0.3 \
-    --steps "${STEPS:-6000}" --batch-size 4 --lr 2e-4 --warmup-steps 50 --ema-decay 0.995 \
+    --steps "${STEPS:-6000}" --batch-size "${BATCH:-4}" --lr 2e-4 --warmup-steps 50 --ema-decay 0.995 \
     --outside-weight 0.1 --checkpoint-every 50 --val-every 0 \
     --mask-bank 1024 --seed 3 --threads "$THREADS" --num-workers "${WORKERS:-1}" \
     --max-minutes "$MAX_MINUTES" --device "${DEVICE:-auto}" \
