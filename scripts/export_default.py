@@ -38,6 +38,17 @@ MASK_LICENCES = {
 }
 
 
+def _portable(value: object) -> object:
+    """The card with no machine's absolute paths: ``.../shared/data/X`` -> ``shared/data/X``."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    if isinstance(value, str) and "/shared/data/" in value and value.startswith("/"):
+        return "shared/data/" + value.split("/shared/data/", 1)[1]
+    return value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "pseudo3d-residual")
@@ -95,7 +106,7 @@ def main() -> None:
             "note": "2-core shared machine, recorded at export",
         }
     card["preprocessing"].setdefault("context_fraction", 0.25)
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    card_path.write_text(json.dumps(_portable(card), indent=2) + "\n")
     print(f"{MODEL} ({os.path.getsize(MODEL) / 1e6:.1f} MB), card completed")
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -416,7 +417,12 @@ def run_scorecard(
     }
     entry = {
         "held_out": [
-            {"name": v.name, "zooms": [round(z, 3) for z in v.zooms], "source": v.source}
+            {
+                "name": v.name,
+                "zooms": [round(z, 3) for z in v.zooms],
+                # relative to the dataset's parent: the card holds on any machine
+                "source": os.path.relpath(v.source, Path(bids_dir).resolve().parent),
+            }
             for v in volumes
         ],
         "cases": [
@@ -426,7 +432,11 @@ def run_scorecard(
             }
             for c in cases
         ],  # fmt: skip
-        "masks": {"kinds": list(kinds), "seed": seed, "real_masks": str(real_masks or "")},
+        "masks": {
+            "kinds": list(kinds),
+            "seed": seed,
+            "real_masks": Path(real_masks).name if real_masks else "",
+        },
         "metrics": "BraTS 2023 inpainting SSIM/PSNR/PSNR01/MSE inside the mask; 3D SSIM; "
         "Dice of GM/WM/CSF inside the mask and whole-brain tissue-volume error (mean |%| "
         "over GM/WM/CSF), truth and fill segmented alike; fill seconds",
