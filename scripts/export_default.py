@@ -28,7 +28,6 @@ HELD_OUT = {
     "fsconf01": "1 mm FreeSurfer-conformed head with skull (licence unclear: not trainable)",
     "ds2748s61": "0.87 mm skull-stripped, float32 (ds002748 scanner)",
     "head01": "1.6 mm whole head with skull (licence unclear: not trainable)",
-    "gd01": "skull-stripped contrast-enhanced, ~1 mm (licence unclear: not trainable)",
 }
 MASK_LICENCES = {
     "stroke-soop": "BSD-2-Clause (Chris Rorden); SOOP ds004889 CC0",
@@ -52,27 +51,33 @@ def _portable(value: object) -> object:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "pseudo3d-residual")
+    p.add_argument("--out", type=Path, default=MODEL, help="weights path (card beside it)")
     p.add_argument("--steps", type=int, default=1, help="default DDIM steps in the card")
     p.add_argument("--n-samples", type=int, default=1, help="default fills averaged")
     p.add_argument("--real-max-ml", type=float, default=120.0)
+    p.add_argument("--window-overlap", type=int, default=2,
+                   help="z-window overlap at inference (training saw single windows)")  # fmt: skip
     args = p.parse_args()
     from bidsfill.train.export import export_checkpoint
 
     export_checkpoint(
-        args.run_dir, MODEL, sampling={"steps": args.steps, "n_samples": args.n_samples}
+        args.run_dir, args.out, sampling={"steps": args.steps, "n_samples": args.n_samples}
     )
-    card_path = MODEL.with_suffix(".json")
+    card_path = args.out.with_suffix(".json")
     card = json.loads(card_path.read_text())
     with open(DATA / "healthy-t1w" / "participants.tsv", newline="") as fh:
         people = {r["participant_id"]: r for r in csv.DictReader(fh, delimiter="\t")}
     training = card["training"]
-    for item in training.get("training_data", []):
-        sub = item["name"].split("_")[0]
-        if sub in people:
-            item["licence"] = people[sub]["licence"]
-            item["kind"] = people[sub]["kind"]
-        elif item["name"].startswith("MNI152"):
-            item["licence"] = "ICBM 2009 copyright notice (free use with notice), via nilearn"
+    stage = training
+    while stage:  # this stage and every earlier one it was fine-tuned from
+        for item in stage.get("training_data") or []:
+            sub = item["name"].split("_")[0]
+            if sub in people:
+                item["licence"] = people[sub]["licence"]
+                item["kind"] = people[sub]["kind"]
+            elif item["name"].startswith("MNI152"):
+                item["licence"] = "ICBM 2009 copyright notice (free use with notice), via nilearn"
+        stage = stage.get("fine_tuned_from")
     with open(DATA / "lesion-masks" / "index.tsv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh, delimiter="\t")]
     used = [r for r in rows if float(r["volume_ml"]) <= args.real_max_ml]
@@ -95,7 +100,9 @@ def main() -> None:
     training["data_note"] = (
         "Small data: 12 real single subjects from 4 sources (ds002748, IXI, a Philips "
         "ADNI-protocol volunteer, niimath) and 3 templates; 1,202 real "
-        "lesion masks. Scans with an unclear licence were held out, not trained on."
+        "lesion masks. Stage 3 held out every scan whose licence is unclear; stages 1-2 "
+        "(which it starts from) trained on the left half of sub-gd01 (licence unclear), "
+        "so sub-gd01 is not a held-out scan of this model."
     )
     if not training.get("ran_on"):
         training["ran_on"] = {
@@ -106,8 +113,9 @@ def main() -> None:
             "note": "2-core shared machine, recorded at export",
         }
     card["preprocessing"].setdefault("context_fraction", 0.25)
+    card["preprocessing"]["window_overlap"] = args.window_overlap
     card_path.write_text(json.dumps(_portable(card), indent=2) + "\n")
-    print(f"{MODEL} ({os.path.getsize(MODEL) / 1e6:.1f} MB), card completed")
+    print(f"{args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB), card completed")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 # model's 1 mm grid, with real MNI-space stroke and MS masks beside the synthetic kinds.
 # Held out (never trained on; the scorecard's subjects): ixi015 (2 mm head, IXI), fsconf01
 # (1 mm FreeSurfer-conformed head), ds2748s61 (skull-stripped 0.87 mm), head01 (1.6 mm
-# head), gd01 (skull-stripped contrast-enhanced).
+# head); gd01 (licence unclear) is not trained on here, but stages 1-2 saw its left half.
 # Resumable: rerun the same command; on a fresh machine it starts from the state committed
 # in training/pseudo3d-residual/ (RUN_DIR=runs/pseudo3d-residual bash
 # scripts/save_training_state.sh). On a GPU machine, ten minutes of the same recipe:
