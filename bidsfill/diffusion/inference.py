@@ -51,6 +51,14 @@ __all__ = [
 
 LOGGER = logging.getLogger("bidsfill.diffusion")
 
+#: On the model's grid a voxel is in the mask when the linearly resampled mask is above
+#: this level: the lesion keeps its volume, as in training. "Every voxel the mask touches"
+#: (level 0) inflated a 0.87 mm one-voxel MS lesion to eight 1 mm voxels, a hole unlike
+#: any in training, and cost 0.5 dB on real MS masks of two held-out scans (20.2 vs 19.7
+#: and 21.5 vs 21.0 dB PSNR01); native voxels at the edge then take the network's
+#: near-zero correction outside its mask, i.e. stay close to the prefill.
+MASK_LEVEL = 0.5
+
 
 @dataclass(frozen=True)
 class InpaintOutput:
@@ -404,9 +412,8 @@ def inpaint_volume(
     for done, grid in enumerate(grids, start=1):
         sl = grid.crop.slices
         img_c, mask_n = image[sl], mask[sl]
-        # On the model's grid the mask is every voxel the native mask touches, so every
-        # native lesion voxel is interpolated from filled voxels only.
-        mask_c = grid.to_model(mask_n.astype(np.float32)) > 0 if grid.model_shape else None
+        # On the model's grid the mask keeps the lesion's volume (MASK_LEVEL).
+        mask_c = grid.to_model(mask_n.astype(np.float32)) > MASK_LEVEL if grid.model_shape else None
         if mask_c is None:
             mask_c = np.pad(mask_n, grid.pad)
         img_m = grid.to_model(img_c)
