@@ -102,8 +102,9 @@ def main() -> None:
         rows.append(("beside a 1-core CPU hog", load, hog_seconds))
     lines = [
         f"Scan `{args.scan.name}` ({'x'.join(map(str, vol.image.shape))} at "
-        f"{'x'.join(f'{z:g}' for z in vol.zooms)} mm, with skull); {count} lesions from "
-        f"`{args.ms_mask.name}` grown by 4 mm, {ml:.1f} ml in all. Default fill: "
+        f"{'x'.join(f'{z:g}' for z in vol.zooms)} mm, with skull); the 15 largest lesions of "
+        f"`{args.ms_mask.name}` grown by 4 mm ({count} connected regions once grown), "
+        f"{ml:.1f} ml in all. Default fill: "
         f"`{params.get('Architecture', '')}` model `{params.get('ModelName')}` "
         f"(sha256 `{str(params.get('ModelSHA256'))[:12]}…`), DDIM {params.get('Steps')} "
         f"step(s), {params.get('NSamples')} fill(s), {params.get('Crops')} crops, "
