@@ -70,7 +70,7 @@ def main() -> None:
         "| held-out scan | " + " | ".join(fillers) + " |",
         "|---|" + "---|" * len(fillers),
         *(
-            f"| {name} | " + " | ".join(f"{d.get(f, float('nan')):.2f}" for f in fillers) + " |"
+            f"| {name} | " + " | ".join(f"{d[f]:.2f}" if f in d else "—" for f in fillers) + " |"
             for name, d in volumes.items()
         ),
     ]
