@@ -61,7 +61,11 @@ def test_end_to_end_invariants_and_resume(tiny_bids, tmp_path):
         assert mask.any() and not np.array_equal(raw_data(filled)[mask], raw_data(original)[mask])
         meta = json.loads((anat / f"{stem}_desc-filled_T1w.json").read_text())
         assert meta["Method"] == "pseudo3d" and meta["Seed"] == 7 and "FillSeconds" in meta
-        assert meta["NSamples"] == 4 and meta["Steps"] == 10  # the card's default sampling
+        card = json.loads(
+            (Path(__file__).parents[1] / "bidsfill/data/models/pseudo3d.json").read_text()
+        )
+        sampling = card["sampling"]  # the card's default sampling, used when none is given
+        assert meta["NSamples"] == sampling["n_samples"] and meta["Steps"] == sampling["steps"]
         assert meta["Sources"][0].startswith("bids:raw:")
         for name in ("desc-orig_dseg", "desc-filled_dseg", "label-GM_desc-orig_probseg",
                      "label-WM_desc-filled_probseg", "label-CSF_desc-filled_probseg"):  # fmt: skip

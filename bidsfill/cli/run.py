@@ -484,6 +484,11 @@ def _run_participant() -> int:
         plugin_args.setdefault("n_procs", ny.nprocs)
         plugin_args.setdefault("n_gpu_procs", ny.n_gpu_procs)
         plugin_args.setdefault("raise_insufficient", False)
+        # Workers start from a fresh interpreter (as fMRIPrep does), not a fork of this
+        # process: torch may already hold thread-pool locks here (the model is checked
+        # before the workflow starts), and a forked worker then hung in its first torch
+        # call (seen: a futex wait in zero_module while building the network).
+        plugin_args.setdefault("mp_context", "forkserver")
         if ny.mem_gb:
             plugin_args.setdefault("memory_gb", ny.mem_gb)
     if ny.plugin.startswith("SLURM"):
