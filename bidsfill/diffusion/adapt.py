@@ -31,7 +31,7 @@ from bidsfill.diffusion.prepare import (
     tissue_reference,
 )
 from bidsfill.diffusion.schedules import NoiseSchedule
-from bidsfill.train.loop import weighted_loss
+from bidsfill.train.loop import sample_timesteps, weighted_loss
 
 __all__ = ["adapt_model", "draw_adaptation_region"]
 
@@ -174,10 +174,7 @@ def adapt_model(
             cond = torch.stack([ex.condition for ex in batch]).to(device)
             m = torch.stack([ex.mask for ex in batch]).to(device)
             n = x0.shape[0]
-            t = torch.randint(0, T, (n,), generator=gen)
-            if high > 0:
-                pick = torch.rand(n, generator=gen) < high
-                t = torch.where(pick, torch.randint(T - T // 10, T, (n,), generator=gen), t)
+            t = sample_timesteps(n, T, high, gen)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             t = t.to(device)
             x_t = schedule.add_noise(x0, noise, t)

@@ -36,7 +36,14 @@ from bidsfill.train.checkpoint import (
 )
 from bidsfill.train.distributed import DistInfo, barrier, setup_distributed
 
-__all__ = ["TrainConfig", "TrainResult", "lr_factor", "train", "weighted_loss"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "lr_factor",
+    "sample_timesteps",
+    "train",
+    "weighted_loss",
+]
 
 LOGGER = logging.getLogger("bidsfill.train")
 
@@ -127,6 +134,18 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def sample_timesteps(
+    n: int, T: int, high_fraction: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Uniform timesteps, a share ``high_fraction`` of them from the noisiest 10 %."""
+    t = torch.randint(0, T, (n,), generator=generator)
+    if high_fraction > 0:
+        high = torch.randint(T - T // 10, T, (n,), generator=generator)
+        pick = torch.rand(n, generator=generator) < high_fraction
+        t = torch.where(pick, high, t)
+    return t
 
 
 def weighted_loss(
@@ -273,12 +292,7 @@ def train(
         cond = batch["condition"].to(info.device)
         mask = batch["mask"].to(info.device)
         n = x0.shape[0]
-        T = schedule.num_train_timesteps
-        t = torch.randint(0, T, (n,), generator=gen)
-        if config.high_t_fraction > 0:
-            high = torch.randint(T - T // 10, T, (n,), generator=gen)
-            pick = torch.rand(n, generator=gen) < config.high_t_fraction
-            t = torch.where(pick, high, t)
+        t = sample_timesteps(n, schedule.num_train_timesteps, config.high_t_fraction, gen)
         t = t.to(info.device)
         noise = torch.randn(x0.shape, generator=gen).to(info.device)
         x_t = schedule.add_noise(x0, noise, t)
