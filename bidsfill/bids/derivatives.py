@@ -1,8 +1,7 @@
-"""Naming and writing BIDS-Derivatives outputs.
+"""Writing a BIDS-Derivatives dataset: its description, links, ignore list and files.
 
-Names follow the source T1w's entities, with ``label``/``desc`` inserted in the BIDS
-entity order. Every file is written under a temporary name and renamed, so a crash never
-leaves a file that looks complete.
+Every file is written under a temporary name and renamed, so a crash never leaves a file
+that looks complete. The names of a run's outputs are in :mod:`bidsfill.bids.outputs`.
 """
 
 from __future__ import annotations
@@ -17,52 +16,51 @@ from bidsfill import __version__
 from bidsfill.io.atomic import part_file
 
 __all__ = [
+    "BIDSIGNORE",
     "CODE_URL",
     "bids_uri",
-    "derivative_name",
+    "dataset_links",
+    "linked_dataset_name",
     "write_dataset_description",
     "write_file",
     "write_json",
 ]
 
 CODE_URL = "https://github.com/bidsfill/bidsfill"
-# BIDS entity order (appendix "Entity table"), abbreviated keys.
-_ORDER = [
-    "sub", "ses", "sample", "task", "tracksys", "acq", "nuc", "voi", "ce", "trc", "stain",
-    "rec", "dir", "run", "mod", "echo", "flip", "inv", "mt", "part", "proc", "hemi",
-    "space", "split", "recording", "chunk", "seg", "res", "den", "label", "desc",
-]  # fmt: skip
-
-
-def _parse(name: str) -> tuple[dict[str, str], str]:
-    stem = name.split(".")[0]
-    parts = stem.split("_")
-    entities = dict(p.split("-", 1) for p in parts[:-1] if "-" in p)
-    return entities, parts[-1]
-
-
-def derivative_name(
-    source: str | Path, *, suffix: str, extension: str = ".nii.gz", **new: str
-) -> str:
-    """File name for a derivative of ``source`` (e.g. ``desc="filled", suffix="T1w"``)."""
-    entities, _ = _parse(Path(source).name)
-    entities.update({k: v for k, v in new.items() if v})
-    ordered = [f"{k}-{entities[k]}" for k in _ORDER if k in entities]
-    ordered += [f"{k}-{v}" for k, v in entities.items() if k not in _ORDER]
-    return "_".join(ordered + [suffix]) + extension
-
-
-def derivative_dir(out_dir: Path, source: str | Path) -> Path:
-    entities, _ = _parse(Path(source).name)
-    path = Path(out_dir) / f"sub-{entities['sub']}"
-    if "ses" in entities:
-        path = path / f"ses-{entities['ses']}"
-    return path / "anat"
+# What the validator must skip: reports, logs, figures and the group table. The official
+# validator (bids-validator-deno) tests a directory's own path without a trailing slash,
+# so "figures/" (fMRIPrep's pattern) hides the files inside but not the folder itself,
+# which it then reports as NOT_INCLUDED; "sub-*/figures" hides both.
+BIDSIGNORE = ("*.html", "logs", "sub-*/log", "sub-*/figures", "group_*")
 
 
 def bids_uri(path: str | Path, root: str | Path, dataset: str = "raw") -> str:
     """``bids:<dataset>:<relative path>`` as BIDS 1.8 recommends for Sources."""
     return f"bids:{dataset}:{Path(path).resolve().relative_to(Path(root).resolve()).as_posix()}"
+
+
+def dataset_links(bids_dir: Path, derivatives: list[Path] | None = None) -> dict[str, str]:
+    """``DatasetLinks``: ``raw`` and ``deriv0``, ``deriv1``... in ``--derivatives`` order."""
+    links = {"raw": Path(bids_dir).resolve().as_uri()}
+    for i, deriv in enumerate(derivatives or []):
+        links[f"deriv{i}"] = Path(deriv).resolve().as_uri()
+    return links
+
+
+def linked_dataset_name(out_dir: Path, root: str | Path) -> str:
+    """The name ``out_dir``'s ``DatasetLinks`` gives the dataset at ``root``.
+
+    BIDS URIs of files from that dataset must use this name, so a reader can resolve them.
+    """
+    description = Path(out_dir) / "dataset_description.json"
+    links = {}
+    if description.exists():
+        links = json.loads(description.read_text()).get("DatasetLinks", {})
+    uri = Path(root).resolve().as_uri()
+    name = next((k for k, v in links.items() if v == uri), None)
+    if name is None:
+        raise ValueError(f"{description} has no DatasetLinks entry for {root}")
+    return name
 
 
 def write_file(src: str | Path, dst: Path) -> Path:
@@ -90,9 +88,7 @@ def write_dataset_description(
             "Type": os.getenv("BIDSFILL_CONTAINER_TYPE", "docker"),
             "Tag": image,
         }
-    links = {"raw": Path(bids_dir).resolve().as_uri()}
-    for i, deriv in enumerate(derivatives or []):
-        links[f"deriv{i}"] = Path(deriv).resolve().as_uri()
+    links = dataset_links(bids_dir, derivatives)
     description = {
         "Name": "bidsfill lesion-filled T1w images",
         "BIDSVersion": "1.9.0",
@@ -101,5 +97,5 @@ def write_dataset_description(
         "SourceDatasets": [{"URL": uri} for uri in links.values()],
         "DatasetLinks": links,
     }
-    (Path(out_dir) / ".bidsignore").write_text("*.html\nlogs/\n*/log/\n*/figures/\ngroup_*\n")
+    (Path(out_dir) / ".bidsignore").write_text("".join(f"{p}\n" for p in BIDSIGNORE))
     return write_json(description, Path(out_dir) / "dataset_description.json")

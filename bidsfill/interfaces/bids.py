@@ -19,17 +19,15 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from bidsfill import __version__
-from bidsfill.bids.derivatives import (
-    bids_uri,
-    derivative_dir,
-    derivative_name,
-    write_file,
-    write_json,
+from bidsfill.bids.derivatives import bids_uri, linked_dataset_name
+from bidsfill.bids.outputs import (
+    OUTPUTS,
+    RunRecord,
+    output_path,
+    read_run_summary,
+    source_entities,
+    write_run,
 )
-from bidsfill.segment.tissues import LABELS
-
-_CLASSES = tuple(LABELS)  # GM, WM, CSF: the BIDS dseg order
 
 
 class _WriteRunDerivativesInputSpec(BaseInterfaceInputSpec):
@@ -59,7 +57,11 @@ class _WriteRunDerivativesOutputSpec(TraitedSpec):
 
 
 class WriteRunDerivatives(SimpleInterface):
-    """Copy a run's results into the derivatives dataset with BIDS names and sidecars."""
+    """Copy a run's results into the derivatives dataset, one file per row of ``OUTPUTS``.
+
+    The summary it returns is read back from the written files, as ``--reports-only``
+    reads it, so the reports see one schema (``bidsfill.bids.outputs.RunSummary``).
+    """
 
     input_spec = _WriteRunDerivativesInputSpec
     output_spec = _WriteRunDerivativesOutputSpec
@@ -67,109 +69,52 @@ class WriteRunDerivatives(SimpleInterface):
     def _run_interface(self, runtime):
         inp = self.inputs
         out_dir = Path(inp.output_dir)
-        src = inp.source_file
-        anat = derivative_dir(out_dir, src)
-        raw_uri = bids_uri(src, inp.bids_dir)
         if inp.mask_origin.startswith("derivatives:"):
-            mask_root = inp.mask_origin.split(":", 1)[1]
-            mask_uri = (
-                f"bids:{Path(mask_root).name}:"
-                + Path(inp.mask_source).resolve().relative_to(Path(mask_root).resolve()).as_posix()
-            )
+            # Named as the output's DatasetLinks name that dataset (deriv0, deriv1, ...).
+            root = inp.mask_origin.split(":", 1)[1]
+            mask_uri = bids_uri(inp.mask_source, root, linked_dataset_name(out_dir, root))
         else:
             mask_uri = bids_uri(inp.mask_source, inp.bids_dir)
         mask_info = json.loads(Path(inp.mask_info).read_text())
-        fill_info = json.loads(Path(inp.fill_info).read_text())
-        segmented = isdefined(inp.seg_info_orig) and isdefined(inp.seg_info_filled)
-        seg = (
-            {
-                "orig": json.loads(Path(inp.seg_info_orig).read_text()),
-                "filled": json.loads(Path(inp.seg_info_filled).read_text()),
-            }
-            if segmented
-            else {}
-        )
-        if isdefined(inp.skull_stripped):
-            skull_stripped = bool(inp.skull_stripped)
-        else:  # no brain-mask node (--skip-segmentation): the same test, without the mask
-            from bidsfill.io.nifti import load_image
-            from bidsfill.segment import looks_skull_stripped
-
-            t1w = load_image(src)
-            skull_stripped = looks_skull_stripped(t1w.data, t1w.affine)
-        written: list[str] = []
-
-        def put(path, name, meta):
-            dst = write_file(path, anat / name)
-            write_json(meta, dst.with_name(name.replace(".nii.gz", ".json")))
-            written.append(str(dst))
-            return dst
-
-        mask_name = derivative_name(src, label="lesion", suffix="mask")
-        mask_uri_out = f"bids::{(anat / mask_name).relative_to(out_dir).as_posix()}"
-        common = {"SkullStripped": bool(skull_stripped)}
-        filled_meta = {
-            **common,
-            "Sources": [raw_uri, mask_uri_out],
-            "BidsfillVersion": __version__,
-            **fill_info,
-            "MaskAlignment": mask_info["MaskAlignment"],
-            "Dilation": mask_info["Dilation"],
-            "LesionCount": mask_info["LesionCount"],
-            "LesionVolumeML": mask_info["LesionVolumeML"],
+        segmentation = {
+            desc: json.loads(Path(info).read_text())
+            for desc, info in (("orig", inp.seg_info_orig), ("filled", inp.seg_info_filled))
+            if isdefined(info)
         }
-        put(inp.filled, derivative_name(src, desc="filled", suffix="T1w"), filled_meta)
-        if isdefined(inp.fill_std) and inp.fill_std:
-            put(
-                inp.fill_std,
-                derivative_name(src, desc="fillstd", suffix="T1w"),
-                {**common, "Sources": [raw_uri, mask_uri_out], "Description":
-                 "Voxelwise standard deviation of the independent diffusion fills."},
-            )  # fmt: skip
-        put(
-            inp.mask,
-            mask_name,
-            {
-                "Type": "Lesion",
-                "Sources": [mask_uri, raw_uri],
-                "RawSources": [mask_uri],
-                "MaskAlignment": mask_info["MaskAlignment"],
-                "Dilation": mask_info["Dilation"],
-                "LesionCount": mask_info["LesionCount"],
-                "LesionVolumeML": mask_info["LesionVolumeML"],
-            },
+        run = RunRecord(
+            skull_stripped=self._skull_stripped(),
+            fill=json.loads(Path(inp.fill_info).read_text()),
+            mask=mask_info,
+            segmentation=segmentation,
+            uris={"raw": bids_uri(inp.source_file, inp.bids_dir), "lesion": mask_uri},
         )
-        segmentations = (
-            (("orig", inp.dseg_orig, inp.probseg_orig),
-             ("filled", inp.dseg_filled, inp.probseg_filled))
-            if segmented
-            else ()
-        )  # fmt: skip
-        for desc, dseg, probs in segmentations:
-            image_uri = (
-                raw_uri
-                if desc == "orig"
-                else "bids::"
-                + (anat / derivative_name(src, desc="filled", suffix="T1w"))
-                .relative_to(out_dir)
-                .as_posix()
-            )
-            meta = {**common, "Sources": [image_uri], **seg[desc]}
-            put(dseg, derivative_name(src, desc=desc, suffix="dseg"), meta)
-            for name, prob in zip(_CLASSES, probs, strict=True):
-                put(prob, derivative_name(src, label=name, desc=desc, suffix="probseg"),
-                    {**common, "Sources": [image_uri], "Segmenter": seg[desc]["Segmenter"]})  # fmt: skip
-        summary = {
-            "bids_dir": str(Path(inp.bids_dir).resolve()),
-            "source": str(Path(src).resolve().relative_to(Path(inp.bids_dir).resolve())),
-            "mask_source": mask_uri,
-            "filled": filled_meta,
-            "mask": mask_info,
-            "segmentation": seg,
-            "files": [str(Path(f).relative_to(out_dir)) for f in written],
-        }
+        entities = source_entities(inp.source_file, inp.bids_dir)
+        written = write_run(out_dir, entities, run, {row.key: self._image(row) for row in OUTPUTS})
+        summary = read_run_summary(
+            out_dir,
+            out_dir / output_path("filled", entities, ".json"),
+            warnings=mask_info.get("Warnings", []),
+            bids_dir=inp.bids_dir,
+        )
         out_summary = Path(runtime.cwd) / "run_summary.json"
-        out_summary.write_text(json.dumps(summary, indent=2, default=str))
-        self._results["out_files"] = written
+        out_summary.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        self._results["out_files"] = [str(p) for p in written]
         self._results["out_summary"] = str(out_summary)
         return runtime
+
+    def _image(self, row) -> str | None:
+        """The input file of one row of the outputs table (None when undefined)."""
+        value = getattr(self.inputs, row.input)
+        if not isdefined(value) or not value:
+            return None
+        return value[row.index] if row.index is not None else value
+
+    def _skull_stripped(self) -> bool:
+        if isdefined(self.inputs.skull_stripped):
+            return bool(self.inputs.skull_stripped)
+        # No brain-mask node (--skip-segmentation): the same test, without the mask.
+        from bidsfill.io.nifti import load_image
+        from bidsfill.segment import looks_skull_stripped
+
+        t1w = load_image(self.inputs.source_file)
+        return looks_skull_stripped(t1w.data, t1w.affine)

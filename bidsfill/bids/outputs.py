@@ -1,0 +1,266 @@
+"""The derivatives of one T1w run as one table, and the run summary read back from them.
+
+Each row of :data:`OUTPUTS` names one output: the entities it adds to the source T1w's,
+its suffix, the writer input holding its image, the blocks its sidecar is made of and what
+it was made from (its ``Sources``). :func:`write_run` writes the rows (the
+``WriteRunDerivatives`` node calls it) and :func:`read_run_summary` reads the written files
+back into the one summary the reports use, after a run and for ``--reports-only`` alike.
+Adding an output is adding a row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from bids.layout import parse_file_entities
+from bids.layout.writing import build_path
+
+from bidsfill import __version__
+from bidsfill.bids.derivatives import write_file, write_json
+from bidsfill.segment.tissues import LABELS
+
+__all__ = [
+    "LESION_KEYS",
+    "OUTPUTS",
+    "Output",
+    "RunRecord",
+    "RunSummary",
+    "output_path",
+    "read_run_summary",
+    "source_entities",
+    "write_run",
+]
+
+# pybids' own derivative patterns leave out ``run`` (and ``echo``, ``part``, ``chunk``),
+# which would give two runs one name, so the pattern is ours: every entity a raw T1w may
+# carry, then ``label`` and ``desc``, in the order of the BIDS entity table.
+PATTERN = (
+    "sub-{subject}[/ses-{session}]/anat/sub-{subject}[_ses-{session}][_task-{task}]"
+    "[_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}][_echo-{echo}]"
+    "[_part-{part}][_chunk-{chunk}][_label-{label}][_desc-{desc}]_{suffix}{extension}"
+)
+_NOT_SOURCE = ("label", "desc", "suffix", "extension")
+LESION_KEYS = ("MaskAlignment", "Dilation", "LesionCount", "LesionVolumeML")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one run computed: the material its sidecars are made of."""
+
+    skull_stripped: bool
+    fill: dict[str, Any]  # the fill node's JSON: method, parameters, device, seconds
+    mask: dict[str, Any]  # the alignment node's JSON: LESION_KEYS and Warnings
+    segmentation: dict[str, dict[str, Any]]  # "orig"/"filled" -> segmenter, volumes
+    uris: dict[str, str]  # "raw": the source T1w, "lesion": the mask as found
+
+
+Block = Callable[[RunRecord], dict[str, Any]]
+
+
+def _skull(run: RunRecord) -> dict[str, Any]:
+    return {"SkullStripped": bool(run.skull_stripped)}
+
+
+def _fill(run: RunRecord) -> dict[str, Any]:
+    return {"BidsfillVersion": __version__, **run.fill}
+
+
+def _lesion(run: RunRecord) -> dict[str, Any]:
+    return {k: run.mask[k] for k in LESION_KEYS}
+
+
+def _raw_mask(run: RunRecord) -> dict[str, Any]:
+    return {"RawSources": [run.uris["lesion"]]}
+
+
+def _fixed(**meta: Any) -> Block:
+    return lambda run: dict(meta)
+
+
+def _segmentation(desc: str) -> Block:
+    return lambda run: dict(run.segmentation[desc])
+
+
+def _segmenter(desc: str) -> Block:
+    return lambda run: {"Segmenter": run.segmentation[desc]["Segmenter"]}
+
+
+@dataclass(frozen=True)
+class Output:
+    """One derivative of a run.
+
+    ``sources`` are ``"raw"`` (the source T1w), ``"lesion"`` (the mask as found) or the
+    key of another row, written as BIDS URIs. ``optional`` rows are skipped when their
+    input is undefined (no std map from a classical fill; ``--skip-segmentation``).
+    """
+
+    key: str
+    entities: Mapping[str, str]
+    suffix: str
+    input: str
+    metadata: tuple[Block, ...]
+    sources: tuple[str, ...]
+    index: int | None = None  # item of a list input (one probseg per class)
+    optional: bool = False
+
+
+_STD = "Voxelwise standard deviation of the independent diffusion fills."
+_IMAGE = {"orig": "raw", "filled": "filled"}  # what each segmentation was computed on
+
+OUTPUTS: tuple[Output, ...] = (
+    Output("filled", {"desc": "filled"}, "T1w", "filled",
+           (_skull, _fill, _lesion), ("raw", "mask")),
+    Output("fillstd", {"desc": "fillstd"}, "T1w", "fill_std",
+           (_skull, _fixed(Description=_STD)), ("raw", "mask"), optional=True),
+    Output("mask", {"label": "lesion"}, "mask", "mask",
+           (_fixed(Type="Lesion"), _raw_mask, _lesion), ("lesion", "raw")),
+    *(
+        row
+        for desc, image in _IMAGE.items()
+        for row in (
+            Output(f"dseg_{desc}", {"desc": desc}, "dseg", f"dseg_{desc}",
+                   (_skull, _segmentation(desc)), (image,), optional=True),
+            *(Output(f"probseg_{desc}_{name}", {"label": name, "desc": desc}, "probseg",
+                     f"probseg_{desc}", (_skull, _segmenter(desc)), (image,), index=i,
+                     optional=True)
+              for i, name in enumerate(LABELS)),  # GM, WM, CSF: the BIDS dseg order
+        )
+    ),
+)  # fmt: skip
+_ROWS = {row.key: row for row in OUTPUTS}
+
+
+def source_entities(source: str | Path, root: str | Path) -> dict[str, Any]:
+    """pybids entities of ``source`` (a file under ``root``), without label/desc/suffix.
+
+    Raises ``ValueError`` when the name holds an entity the pattern cannot write back, so
+    no entity is ever dropped from an output name.
+    """
+    rel = Path(source).resolve().relative_to(Path(root).resolve()).as_posix()
+    entities = parse_file_entities(rel, config=["bids", "derivatives"])
+    entities.pop("datatype", None)  # the pattern writes "anat" itself
+    if build_path(entities, [PATTERN], strict=True) != rel:
+        raise ValueError(f"{rel}: bidsfill cannot name derivatives of this file (an entity "
+                         "it does not know, or one out of the BIDS order)")  # fmt: skip
+    return {k: v for k, v in entities.items() if k not in _NOT_SOURCE}
+
+
+def output_path(row: Output | str, entities: Mapping[str, Any], extension: str = ".nii.gz") -> str:
+    """Path of ``row``'s file relative to the derivatives root, built by pybids."""
+    row = _ROWS[row] if isinstance(row, str) else row
+    path = build_path(
+        {**entities, **row.entities, "suffix": row.suffix, "extension": extension},
+        [PATTERN],
+        strict=True,
+    )
+    if path is None:  # source_entities() checked the source, so this is a bad row
+        raise ValueError(f"output {row.key!r} does not fit the derivatives pattern")
+    return path
+
+
+def _sidecar(path: str | Path) -> Path:
+    return Path(str(path).removesuffix(".nii.gz") + ".json")
+
+
+def write_run(
+    output_dir: Path,
+    entities: Mapping[str, Any],
+    run: RunRecord,
+    images: Mapping[str, str | None],
+) -> list[Path]:
+    """Copy each row's image (``images[row.key]``) and write its sidecar; return the images.
+
+    A row without an image is skipped when optional and refused otherwise.
+    """
+    output_dir = Path(output_dir)
+
+    def uri(name: str) -> str:
+        if name in run.uris:
+            return run.uris[name]
+        return f"bids::{output_path(name, entities)}"
+
+    written = []
+    for row in OUTPUTS:
+        image = images.get(row.key)
+        if not image:
+            if row.optional:
+                continue
+            raise ValueError(f"no image for the {row.key!r} output")
+        meta: dict[str, Any] = {"Sources": [uri(s) for s in row.sources]}
+        for block in row.metadata:
+            meta.update(block(run))
+        dst = write_file(image, output_dir / output_path(row, entities))
+        write_json(meta, _sidecar(dst))
+        written.append(dst)
+    return written
+
+
+@dataclass
+class RunSummary:
+    """What the reports show of one run; read only from its derivatives.
+
+    ``mask["Warnings"]`` holds the alignment warnings: the writer passes them, and a
+    rebuild from the files (``--reports-only``) has none, as no sidecar keeps them.
+    """
+
+    source: str  # the raw T1w, relative to bids_dir
+    bids_dir: str  # "" when the output does not link its raw dataset
+    mask_source: str  # BIDS URI of the mask as found
+    filled: dict[str, Any]  # sidecar of the filled T1w
+    mask: dict[str, Any]  # LESION_KEYS and Warnings
+    segmentation: dict[str, dict[str, Any]] = field(default_factory=dict)  # desc -> dseg
+    files: list[str] = field(default_factory=list)  # images, relative to output_dir
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _linked_raw(output_dir: Path) -> str:
+    links = _read(output_dir / "dataset_description.json").get("DatasetLinks", {})
+    uri = urlparse(links.get("raw", ""))
+    return unquote(uri.path) if uri.scheme == "file" else ""
+
+
+def read_run_summary(
+    output_dir: Path,
+    filled_sidecar: Path,
+    *,
+    warnings: Sequence[str] = (),
+    bids_dir: str | Path | None = None,
+) -> RunSummary:
+    """The summary of the run whose filled T1w has ``filled_sidecar``, from its files."""
+    output_dir = Path(output_dir)
+    entities = source_entities(filled_sidecar, output_dir)
+
+    def sidecar(key: str) -> dict[str, Any]:
+        return _read(output_dir / _sidecar(output_path(key, entities)))
+
+    filled = sidecar("filled")
+    mask = sidecar("mask")
+    raw = next((s for s in filled.get("Sources", []) if s.startswith("bids:raw:")), "")
+    return RunSummary(
+        source=raw.removeprefix("bids:raw:"),
+        bids_dir=str(Path(bids_dir).resolve()) if bids_dir else _linked_raw(output_dir),
+        mask_source=(mask.get("RawSources") or ["n/a"])[0],
+        filled=filled,
+        mask={**{k: mask.get(k) for k in LESION_KEYS}, "Warnings": list(warnings)},
+        segmentation={
+            row.entities["desc"]: sidecar(row.key)
+            for row in OUTPUTS
+            if row.suffix == "dseg" and (output_dir / output_path(row, entities)).exists()
+        },
+        files=[
+            output_path(row, entities)
+            for row in OUTPUTS
+            if (output_dir / output_path(row, entities)).exists()
+        ],
+    )
