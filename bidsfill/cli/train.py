@@ -177,7 +177,8 @@ def _load_data(args: argparse.Namespace, cache: Path) -> tuple[list[Any], list[A
                 train_vols.append(vol)
     if not train_vols:
         raise ValueError("No training data: give --mni and/or --bids-dir with participants.")
-    # Validation also sees other intensity scales (DESIGN.md step 3).
+    # Validation also sees other intensity scales: the fill must not depend on the
+    # scanner's scaling (the crops are normalised on their known tissue).
     val_vols += [rescaled(v, 3.7, 0.0) for v in val_vols[:2]]
     return train_vols, val_vols
 

@@ -1,8 +1,9 @@
 """Preparation shared by training and inference, so the two never drift apart.
 
 Intensity normalisation is fitted on the known (unmasked, nonzero) tissue of each crop,
-not on whole-volume percentiles, which move with skull, neck fat and scanner scaling
-(DESIGN.md, step 3). Geometry: one crop per lesion cluster (bounding box plus a context
+not on whole-volume percentiles, which move with skull, neck fat and scanner scaling:
+fitted on whole volumes, a model trained on skull-stripped templates fills a scan with
+skull far too bright. Geometry: one crop per lesion cluster (bounding box plus a context
 margin, grown to a size the network accepts), overlapping z-windows blended with smooth
 weights, and paste-back; every step is invertible.
 

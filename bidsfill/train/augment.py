@@ -3,9 +3,11 @@
 Healthy training scans are few (templates and a couple of real subjects), so every
 region is deformed (affine + elastic, which also varies the apparent voxel size),
 flipped, and given a different bias field, gamma, scale and noise. The intensity
-changes also teach the model the robustness that the known-tissue normalisation of
-DESIGN.md step 3 relies on. Image and lesion mask share the spatial transform; the
-mask is resampled nearest-neighbour and never touched by intensity transforms.
+changes also teach the model the robustness that the known-tissue normalisation
+(:func:`bidsfill.diffusion.prepare.fit_intensity_map`: fitted on the unmasked tissue
+around each lesion, not on the whole volume) relies on. Image and lesion mask share the
+spatial transform; the mask is resampled nearest-neighbour and never touched by
+intensity transforms.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Each case is a held-out healthy volume with a fixed synthetic mask. The model fi
 through :func:`bidsfill.diffusion.inference.inpaint_volume` (the code behind
 ``bidsfill --method pseudo3d``), so the numbers are the ones a user would get; the
 classical ``nawm`` filler is scored once on the same cases as the bar to beat. The
-cases include a scan with skull and rescaled intensities (DESIGN.md step 3).
+cases include a scan with skull and rescaled intensities, so the scores also show
+whether the known-tissue normalisation holds with skull in the field of view and at
+another scanner scale.
 """
 
 from __future__ import annotations
