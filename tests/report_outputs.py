@@ -1,12 +1,14 @@
 """A bidsfill output dataset written directly (no workflow run), for the report tests.
 
-The files and sidecars have the names and keys WriteRunDerivatives gives them, so the
-reports are built from the same inputs as after a real run, in a fraction of the time.
+The files are named by the outputs table the writer uses and their sidecars have the keys
+it writes, so the reports are built from the same inputs as after a real run, in a
+fraction of the time.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +16,7 @@ import numpy as np
 from conftest import lesion_mask, phantom
 
 from bidsfill.bids.derivatives import write_dataset_description
+from bidsfill.bids.outputs import output_path, source_entities
 
 CLASSES = ("GM", "WM", "CSF")
 
@@ -33,6 +36,10 @@ def _put(data: np.ndarray, ref: nib.Nifti1Image, path: Path, meta: dict, dtype=N
     path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(meta))
 
 
+def _output(out: Path, entities: dict, key: str) -> Path:
+    return out / output_path(key, entities)
+
+
 def write_outputs(bids: Path, out: Path, derivatives: list[Path], method: str = "nawm",
                   with_std: bool = False) -> list[Path]:  # fmt: skip
     """Write filled T1w, mask, dseg/probseg (+ fillstd) for every T1w in ``bids`` that has
@@ -47,8 +54,8 @@ def write_outputs(bids: Path, out: Path, derivatives: list[Path], method: str = 
         mask = lesion_mask()
         filled = original.copy()
         filled[mask] = 100 + rng.normal(0, 3, int(mask.sum()))  # like the phantom's WM
-        anat = out / t1w.parent.relative_to(bids)
-        stem = t1w.name.replace("_T1w.nii.gz", "")
+        entities = source_entities(t1w, bids)
+        path = partial(_output, out, entities)
         voxel_ml = float(np.prod(ref.header.get_zooms()[:3])) / 1000
         lesion = {"MaskAlignment": "same-grid", "Dilation": 0, "LesionCount": 2,
                   "LesionVolumeML": round(float(mask.sum()) * voxel_ml, 3)}  # fmt: skip
@@ -59,23 +66,22 @@ def write_outputs(bids: Path, out: Path, derivatives: list[Path], method: str = 
         if method == "pseudo3d":
             meta.update(ModelName="bidsfill-pseudo3d-test", ModelSHA256="ab" * 32,
                         Sampler="ddim", Steps=10, NSamples=3)  # fmt: skip
-        _put(filled, ref, anat / f"{stem}_desc-filled_T1w.nii.gz", meta)
+        _put(filled, ref, path("filled"), meta)
         mask_uri = f"bids:raw:{t1w.relative_to(bids).as_posix().replace('_T1w', '_label-lesion_roi')}"  # fmt: skip
-        _put(mask, ref, anat / f"{stem}_label-lesion_mask.nii.gz",
+        _put(mask, ref, path("mask"),
              {"Type": "Lesion", "RawSources": [mask_uri], **lesion}, np.uint8)  # fmt: skip
         if with_std:
             std = np.where(mask, rng.uniform(1, 5, mask.shape), 0)
-            _put(std, ref, anat / f"{stem}_desc-fillstd_T1w.nii.gz", {}, np.float32)
+            _put(std, ref, path("fillstd"), {}, np.float32)
         truth = phantom(0)
         for desc, image in (("orig", original), ("filled", filled)):
             dseg = _tissues(np.where(truth > 0, image, 0))
             vols = {c: round(float((dseg == i).sum()) * voxel_ml, 3)
                     for i, c in enumerate(CLASSES, start=1)}  # fmt: skip
-            _put(dseg, ref, anat / f"{stem}_desc-{desc}_dseg.nii.gz",
+            _put(dseg, ref, path(f"dseg_{desc}"),
                  {"Segmenter": "ants-atropos", "TissueVolumesML": vols}, np.uint8)  # fmt: skip
             for i, c in enumerate(CLASSES, start=1):
-                _put((dseg == i).astype(np.float32), ref,
-                     anat / f"{stem}_label-{c}_desc-{desc}_probseg.nii.gz",
+                _put((dseg == i).astype(np.float32), ref, path(f"probseg_{desc}_{c}"),
                      {"Segmenter": "ants-atropos"}, np.float32)  # fmt: skip
-        sidecars.append(anat / f"{stem}_desc-filled_T1w.json")
+        sidecars.append(out / output_path("filled", entities, ".json"))
     return sidecars

@@ -8,22 +8,31 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import tree_hashes
+from official_validator import validator_errors
 
 from bidsfill.cli.run import run
 from bidsfill.demo import make_demo_dataset
 from bidsfill.io.nifti import raw_data
 
 
-@pytest.mark.slow
-def test_demo_participant_and_group(tmp_path):
-    demo = make_demo_dataset(tmp_path / "demo", seed=0, downsample=2)
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo dataset through the participant and group levels."""
+    tmp = tmp_path_factory.mktemp("demo_run")
+    demo = make_demo_dataset(tmp / "demo", seed=0, downsample=2)
     before = tree_hashes(demo.bids)
-    out = tmp_path / "out"
+    out = tmp / "out"
     code = run([str(demo.bids), str(out), "participant", "--derivatives", str(demo.lesions),
-                "-w", str(tmp_path / "work"), "--nprocs", "2"])  # fmt: skip
+                "-w", str(tmp / "work"), "--nprocs", "2"])  # fmt: skip
     assert code == 0
     assert tree_hashes(demo.bids) == before
     assert run([str(demo.bids), str(out), "group"]) == 0
+    return demo, out
+
+
+@pytest.mark.slow
+def test_demo_participant_and_group(demo_run):
+    demo, out = demo_run
     rows = (out / "group_T1w.tsv").read_text().splitlines()
     assert len(rows) == 1 + len(demo.images)
     for image in demo.images:
@@ -47,3 +56,9 @@ def test_demo_participant_and_group(tmp_path):
             np.abs(filled.get_fdata()[mask] - truth).mean()
             < np.abs(original.get_fdata()[mask] - truth).mean()
         )
+
+
+@pytest.mark.slow
+def test_demo_derivatives_pass_the_official_validator(demo_run):
+    _, out = demo_run
+    assert validator_errors(out) == []
