@@ -50,8 +50,8 @@ def _weights(method: str, workdir: Path) -> tuple[Path, bool]:
     """Shipped weights, or random weights of the default architecture (False = untrained)."""
     import torch
 
-    from bidsfill.diffusion.networks import DEFAULT_CONFIGS, build_network
-    from bidsfill.diffusion.prepare import default_preprocessing
+    from bidsfill.diffusion.architectures import DEFAULT_CONFIGS, build_network
+    from bidsfill.diffusion.card import default_preprocessing
     from bidsfill.diffusion.schedules import NoiseSchedule
     from bidsfill.diffusion.weights import default_model_path, save_weights
 

@@ -103,7 +103,11 @@ def test_output_names_follow_the_source_entities(tmp_path):
 
 
 def test_a_source_entity_the_names_cannot_hold_is_refused(tmp_path):
-    """An entity pybids does not parse would be dropped from every output name."""
+    """An entity pybids does not parse would be dropped from every output name; entities
+    out of the BIDS order are put in order."""
     source = tmp_path / "sub-01" / "anat" / "sub-01_foo-bar_T1w.nii.gz"
     with pytest.raises(ValueError, match="cannot name derivatives"):
         source_entities(source, tmp_path)
+    unordered = tmp_path / "sub-01" / "anat" / "sub-01_run-1_acq-x_T1w.nii.gz"
+    name = output_path("mask", source_entities(unordered, tmp_path))
+    assert name == "sub-01/anat/sub-01_acq-x_run-1_label-lesion_mask.nii.gz"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bidsfill.diffusion.networks import build_network
-from bidsfill.diffusion.prepare import default_preprocessing
+from bidsfill.diffusion.architectures import build_network
+from bidsfill.diffusion.card import default_preprocessing
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.diffusion.weights import save_weights
 from bidsfill.fill.base import FillError, available_methods, fill_image

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bidsfill.diffusion.networks import build_network, spatial_divisor
+from bidsfill.diffusion.architectures import build_network, spatial_divisor
 
 SMALL = {"channels": [8, 16], "norm_num_groups": 4}
 

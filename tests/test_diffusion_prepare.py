@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from bidsfill.diffusion.card import default_preprocessing
 from bidsfill.diffusion.prepare import (
     IntensityMap,
     blend_weights,
     crop_around,
-    default_preprocessing,
     fit_intensity_map,
     lesion_crops,
     make_training_example,

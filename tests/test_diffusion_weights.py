@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from bidsfill.diffusion.networks import build_network
-from bidsfill.diffusion.prepare import default_preprocessing
+from bidsfill.diffusion.architectures import build_network
+from bidsfill.diffusion.card import default_preprocessing
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.diffusion.weights import default_model_path, load_weights, save_weights
 
@@ -38,9 +38,9 @@ def test_round_trip(saved):
     net, path = saved
     assert path.suffix == ".safetensors" and path.with_suffix(".json").is_file()
     loaded, card = load_weights(path)
-    assert card["name"] == "tiny" and len(card["sha256"]) == 64
-    assert set(card) >= {"name", "architecture", "config", "schedule", "preprocessing",
-                         "training", "metrics", "sha256"}  # fmt: skip
+    assert card.name == "tiny" and len(card.sha256) == 64
+    assert set(card.to_dict()) >= {"name", "architecture", "config", "schedule",
+                                   "preprocessing", "training", "metrics", "sha256"}  # fmt: skip
     x, t = torch.randn(1, 3, 2, 8, 8), torch.tensor([4])
     with torch.no_grad():
         assert torch.equal(loaded(x, t), net.eval()(x, t))

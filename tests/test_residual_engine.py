@@ -10,11 +10,11 @@ from conftest import phantom
 from scipy import ndimage
 
 from bidsfill.diffusion.adapt import adapt_model
+from bidsfill.diffusion.architectures import build_network
+from bidsfill.diffusion.card import default_preprocessing
 from bidsfill.diffusion.inference import inpaint_volume
-from bidsfill.diffusion.networks import build_network
 from bidsfill.diffusion.prepare import (
     classical_prefill,
-    default_preprocessing,
     lesion_crops,
     make_training_example,
 )

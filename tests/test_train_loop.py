@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bidsfill.diffusion.prepare import default_preprocessing
+from bidsfill.diffusion.card import default_preprocessing
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.train.augment import Augmenter
 from bidsfill.train.dataset import InpaintingDataset, TrainVolume
@@ -124,7 +124,7 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     config = _config(tmp_path / "run", steps=40, checkpoint_every=40, lr=2e-3, warmup_steps=5)
     schedule = NoiseSchedule(**config.schedule)
     torch.manual_seed(config.seed)
-    from bidsfill.diffusion.networks import build_network
+    from bidsfill.diffusion.architectures import build_network
 
     before = _fixed_loss(build_network("pseudo3d", **NETWORK), ds, schedule)
     result = train(config, ds, resume=False)

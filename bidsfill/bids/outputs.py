@@ -37,12 +37,21 @@ __all__ = [
 ]
 
 # pybids' own derivative patterns leave out ``run`` (and ``echo``, ``part``, ``chunk``),
-# which would give two runs one name, so the pattern is ours: every entity a raw T1w may
-# carry, then ``label`` and ``desc``, in the order of the BIDS entity table.
+# which would give two runs one name, so the pattern is ours: every entity pybids parses
+# from a raw file name, then the ``label`` and ``desc`` the outputs add, each as
+# (key in the name, pybids entity) in the order of the BIDS entity table.
+_ENTITIES = (
+    ("ses", "session"), ("sample", "sample"), ("task", "task"), ("tracksys", "tracksys"),
+    ("acq", "acquisition"), ("nuc", "nucleus"), ("voi", "volume"), ("ce", "ceagent"),
+    ("trc", "tracer"), ("stain", "staining"), ("rec", "reconstruction"), ("dir", "direction"),
+    ("run", "run"), ("mod", "modality"), ("echo", "echo"), ("flip", "flip"), ("inv", "inv"),
+    ("mt", "mt"), ("part", "part"), ("proc", "proc"), ("space", "space"),
+    ("recording", "recording"), ("chunk", "chunk"), ("label", "label"), ("desc", "desc"),
+)  # fmt: skip
 PATTERN = (
-    "sub-{subject}[/ses-{session}]/anat/sub-{subject}[_ses-{session}][_task-{task}]"
-    "[_acq-{acquisition}][_ce-{ceagent}][_rec-{reconstruction}][_run-{run}][_echo-{echo}]"
-    "[_part-{part}][_chunk-{chunk}][_label-{label}][_desc-{desc}]_{suffix}{extension}"
+    "sub-{subject}[/ses-{session}]/anat/sub-{subject}"
+    + "".join(f"[_{key}-{{{name}}}]" for key, name in _ENTITIES)
+    + "_{suffix}{extension}"
 )
 _NOT_SOURCE = ("label", "desc", "suffix", "extension")
 LESION_KEYS = ("MaskAlignment", "Dilation", "LesionCount", "LesionVolumeML")
@@ -135,18 +144,24 @@ OUTPUTS: tuple[Output, ...] = (
 _ROWS = {row.key: row for row in OUTPUTS}
 
 
+def _parts(path: str) -> tuple[str, set[str]]:
+    """The folder and the key-value parts of a file name, in any order."""
+    return str(Path(path).parent), set(Path(path).name.split(".")[0].split("_")[:-1])
+
+
 def source_entities(source: str | Path, root: str | Path) -> dict[str, Any]:
     """pybids entities of ``source`` (a file under ``root``), without label/desc/suffix.
 
     Raises ``ValueError`` when the name holds an entity the pattern cannot write back, so
-    no entity is ever dropped from an output name.
+    no entity is ever dropped from an output name (entities out of order are put in order).
     """
     rel = Path(source).resolve().relative_to(Path(root).resolve()).as_posix()
     entities = parse_file_entities(rel, config=["bids", "derivatives"])
     entities.pop("datatype", None)  # the pattern writes "anat" itself
-    if build_path(entities, [PATTERN], strict=True) != rel:
-        raise ValueError(f"{rel}: bidsfill cannot name derivatives of this file (an entity "
-                         "it does not know, or one out of the BIDS order)")  # fmt: skip
+    built = build_path(entities, [PATTERN], strict=True)
+    if built is None or _parts(built) != _parts(rel):
+        raise ValueError(f"{rel}: bidsfill cannot name derivatives of this file (it holds an "
+                         "entity that pybids does not know)")  # fmt: skip
     return {k: v for k, v in entities.items() if k not in _NOT_SOURCE}
 
 

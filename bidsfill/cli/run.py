@@ -167,9 +167,9 @@ def _set_config(opts, argv: list[str]) -> None:
     if opts.device not in ("auto", "cpu", "cuda") and not opts.device.startswith("cuda:"):
         raise BidsfillExit(f"--device must be auto, cpu, cuda or cuda:N, not {opts.device!r}.",
                            ExitCode.USAGE)  # fmt: skip
-    from bidsfill.fill.base import CLASSICAL_METHODS
+    from bidsfill.fill.methods import fill_method
 
-    if opts.model and opts.method in CLASSICAL_METHODS:
+    if opts.model and not fill_method(opts.method).uses_model:
         raise BidsfillExit(
             f"--model is for the diffusion methods; --method {opts.method} is classical and "
             "would ignore it.",
@@ -180,10 +180,11 @@ def _set_config(opts, argv: list[str]) -> None:
 def _check_fill_setup() -> None:
     """Load the model and resolve the device now: the fill node would refuse them later."""
     from bidsfill.cli import config
-    from bidsfill.fill.base import CLASSICAL_METHODS, FillError
+    from bidsfill.fill.base import FillError
+    from bidsfill.fill.methods import fill_method
 
     wf = config.workflow
-    if wf.method in CLASSICAL_METHODS:
+    if not fill_method(wf.method).uses_model:
         return
     import torch
 

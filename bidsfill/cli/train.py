@@ -32,6 +32,8 @@ def _kinds(values: list[str]) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bidsfill.diffusion.architectures import ARCHITECTURES
+
     p = argparse.ArgumentParser(
         prog="bidsfill-train", description=__doc__.split("\n")[0].replace("``", "")
     )
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "contains NAME (default 1 each), e.g. gd01=2 to favour a real scan "
                            "over templates.")  # fmt: skip
     model = p.add_argument_group("model")
-    model.add_argument("--arch", default="pseudo3d", choices=["pseudo3d", "slicewise", "wdm3d"])
+    model.add_argument("--arch", default="pseudo3d", choices=ARCHITECTURES)
     model.add_argument("--channels", type=int, nargs="+", default=[24, 48, 96])
     model.add_argument("--num-res-blocks", type=int, default=1)
     model.add_argument("--norm-groups", type=int, default=8)
@@ -189,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, args.threads))
-    from bidsfill.diffusion.prepare import default_preprocessing
+    from bidsfill.diffusion.architectures import get_architecture
+    from bidsfill.diffusion.card import PREFILL_METHOD, default_preprocessing
     from bidsfill.train.augment import AugmentConfig, Augmenter
     from bidsfill.train.dataset import InpaintingDataset
     from bidsfill.train.distributed import cleanup, setup_distributed
@@ -225,19 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     pre = default_preprocessing(args.arch, tuple(extras), residual=args.residual)
     pre["voxel_size"] = list(args.voxel_size)
     if args.prefill:
-        from bidsfill.diffusion.prepare import PREFILL_METHOD
-
         pre["prefill_method"] = PREFILL_METHOD
     pre["patch_size"] = list(args.patch)
-    if args.arch != "wdm3d":
+    spec = get_architecture(args.arch)
+    if spec.slices:
         pre["window"] = int(args.patch[2])
         pre["window_overlap"] = (
             args.window_overlap if args.window_overlap is not None else args.patch[2] // 2
         )
-    conditional_in = 2 + len(extras)
     network = {
-        "in_channels": (1 + conditional_in) * (8 if args.arch == "wdm3d" else 1),
-        "out_channels": 8 if args.arch == "wdm3d" else 1,
+        **spec.channels_for(2 + len(extras)),  # b, m and the extras after x_t
         "channels": list(args.channels),
         "num_res_blocks": args.num_res_blocks,
         "norm_num_groups": args.norm_groups,

@@ -22,15 +22,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from bidsfill.diffusion.card import ModelCard
 from bidsfill.diffusion.prepare import (
-    PREFILL_METHOD,
     TissueReference,
     classical_prefill,
     lesion_components,
     make_training_example,
     tissue_reference,
 )
-from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.train.loop import sample_timesteps, weighted_loss
 
 __all__ = ["adapt_model", "draw_adaptation_region"]
@@ -93,7 +92,7 @@ def draw_adaptation_region(
 
 def adapt_model(
     net: torch.nn.Module,
-    card: dict[str, Any],
+    card: ModelCard | dict[str, Any],
     image: np.ndarray,
     mask: np.ndarray,
     *,
@@ -119,22 +118,21 @@ def adapt_model(
     if steps <= 0:
         return net
     device = torch.device(device)
-    pre = card["preprocessing"]
-    arch, config = card["architecture"], card["config"]
-    schedule = NoiseSchedule.from_dict(card["schedule"])
+    card = ModelCard.coerce(card)
+    pre, schedule = card.preprocessing, card.schedule
     image = np.asarray(image, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
     if reference is None:
-        reference = tissue_reference(image, mask, pre["intensity"]["percentiles"])
+        reference = tissue_reference(image, mask, pre.intensity.percentiles)
     labels = lesion_components(mask)
     components = [labels[sl] == i for i, sl in enumerate(ndimage.find_objects(labels), 1)]
     lesions = ndimage.binary_dilation(mask, iterations=3)
     tissue = (image > reference.floor) & ~lesions
     # Moved lesions sit in tissue, not at its edge: the region must be mostly brain.
     tissue &= ndimage.binary_erosion(tissue, iterations=3)
-    patch = [int(p) for p in pre["patch_size"]]
+    patch = [int(p) for p in pre.patch_size]
     region = (patch[0] + 16, patch[1] + 16, max(patch[2] + 8, 16))
-    extras = list(pre.get("extras", []))
+    extras = list(pre.extras)
     if set(extras) - {"prefill", "mirror"}:
         LOGGER.warning("No adaptation: the model needs contrasts (%s) it cannot draw here.", extras)
         return net
@@ -143,7 +141,8 @@ def adapt_model(
     model = copy.deepcopy(net).to(device)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=ADAPT_LR)
-    high = float(card.get("training", {}).get("hyperparameters", {}).get("high_t_fraction", 0.0))
+    # Timesteps drawn as the model's own training drew them (its card records how).
+    high = float(card.training.get("hyperparameters", {}).get("high_t_fraction") or 0.0)
     T = schedule.num_train_timesteps
     with torch.enable_grad():
         for _step in range(int(steps)):
@@ -156,14 +155,13 @@ def adapt_model(
                 img_r, mask_r = drawn
                 extra = {}
                 if "prefill" in extras:
-                    method = pre.get("prefill_method", PREFILL_METHOD)
-                    extra["prefill"] = classical_prefill(img_r, mask_r, zooms, method)
+                    extra["prefill"] = classical_prefill(img_r, mask_r, zooms, pre.prefill)
                 batch.append(
                     make_training_example(
                         img_r,
                         mask_r,
-                        arch=arch,
-                        config=config,
+                        arch=card.spec,
+                        config=card.config,
                         preprocessing=pre,
                         rng=rng,
                         extra_images=extra,

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bidsfill.diffusion.networks import spatial_divisor
+from bidsfill.diffusion.card import ModelCard, Preprocessing
 from bidsfill.diffusion.prepare import (
-    PREFILL_METHOD,
     Crop,
     blend_weights,
     classical_prefill,
@@ -30,15 +29,12 @@ from bidsfill.diffusion.prepare import (
     lesion_components,
     lesion_crops,
     normalise_extras,
-    residual_scale,
-    slices_to_volume,
     tissue_reference,
     to_network,
     z_windows,
 )
 from bidsfill.diffusion.samplers import sample, sample_repaint
-from bidsfill.diffusion.schedules import NoiseSchedule
-from bidsfill.diffusion.wavelets import dwt3d, idwt3d
+from bidsfill.diffusion.sampling import SamplingPlan
 from bidsfill.io.resample import box_shape, resample_box
 
 __all__ = [
@@ -92,10 +88,9 @@ def resolve_device(device: str | None) -> torch.device:
     return dev
 
 
-def is_conditional(card: dict[str, Any]) -> bool:
+def is_conditional(card: ModelCard | dict[str, Any]) -> bool:
     """True when the network takes conditioning channels after x_t."""
-    per_image = 8 if card["architecture"] == "wdm3d" else 1
-    return int(card["config"]["in_channels"]) > per_image
+    return ModelCard.coerce(card).conditional
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -173,74 +168,59 @@ def feather_boundary(image: np.ndarray, filled: np.ndarray, mask: np.ndarray) ->
 
 def _sample_crop(
     net: torch.nn.Module,
-    card: dict[str, Any],
-    schedule: NoiseSchedule,
+    card: ModelCard,
+    plan: SamplingPlan,
     x_norm: np.ndarray,
     mask_c: np.ndarray,
     extras_n: list[np.ndarray],
     *,
-    sampler: str,
-    steps: int,
-    eta: float,
-    jump_length: int,
-    jump_n_sample: int,
     generator: torch.Generator,
     device: torch.device,
     window_batch: int,
 ) -> tuple[np.ndarray, int]:
     """One sample of a normalised crop; returns the crop in model units and model calls."""
-    arch = card["architecture"]
-    pre = card["preprocessing"]
+    spec, pre, schedule = card.spec, card.preprocessing, card.schedule
     # A residual model's correction has no fixed range; image models clip to the card's.
-    clip = None if residual_scale(pre) is not None else tuple(pre["intensity"]["clip"])
-    conditional = is_conditional(card)
-    x0, cond = to_network(arch, x_norm, mask_c.astype(np.float32), extras_n)
-    x0, cond = x0[None].to(device), cond[None].to(device)
-    cond_in = cond if conditional else None
-    if arch == "wdm3d":
-        fn = _volume_model_fn(net, cond_in, device)
-        # Sub-band coefficients of a [-1.5, 1.5] image lie within 2 * sqrt(8) * 1.5 in magnitude.
+    # Sub-band coefficients are no image values: a non-voxelwise layout is never clipped.
+    clip = None if pre.residual_scale is not None else tuple(pre.intensity.clip)
+    if not spec.voxelwise:
         clip = None
-    else:
+    x0, cond = to_network(spec, x_norm, mask_c.astype(np.float32), extras_n)
+    x0, cond = x0[None].to(device), cond[None].to(device)
+    cond_in = cond if card.conditional else None
+    if spec.slices:
         active = np.asarray(mask_c).reshape(-1, mask_c.shape[-1]).any(axis=0)  # per z slice
         fn = _slice_model_fn(
-            net, cond_in, int(pre["window"]), int(pre["window_overlap"]), window_batch, device,
+            net, cond_in, int(pre.window), int(pre.window_overlap), window_batch, device,
             active,
         )  # fmt: skip
-    if conditional:
+    else:
+        fn = _volume_model_fn(net, cond_in, device)
+    if card.conditional:
         res = sample(
-            fn, schedule, tuple(x0.shape), sampler=sampler, steps=steps, eta=eta,
-            generator=generator, device=device, clip=clip,
+            fn, schedule, tuple(x0.shape), sampler=plan.sampler, steps=plan.steps,
+            eta=plan.eta, generator=generator, device=device, clip=clip,
         )  # fmt: skip
-        out = res.sample
-    else:
-        ddpm = sampler == "ddpm"
+    elif spec.voxelwise:  # RePaint's known mask applies in the network's layout
         known_mask = 1.0 - cond[:, 1:2]  # the mask channel, in the model's layout
-        if arch == "wdm3d":
-            shape = x_norm.shape
-            img = torch.as_tensor(x_norm[None, None], device=device)
-            kmask = torch.as_tensor((~mask_c)[None, None].astype(np.float32), device=device)
-            res = sample_repaint(
-                fn, schedule, img, kmask,
-                steps=schedule.num_train_timesteps if ddpm else steps,
-                generator=generator, jump_length=jump_length, jump_n_sample=jump_n_sample,
-                eta=1.0 if ddpm else eta, clip=None,
-                to_model=dwt3d, from_model=lambda v: idwt3d(v, shape),
-            )  # fmt: skip
-            return res.sample[0, 0].float().cpu().numpy(), res.model_calls
         res = sample_repaint(
-            fn, schedule, x0, known_mask,
-            steps=schedule.num_train_timesteps if ddpm else steps,
-            generator=generator, jump_length=jump_length, jump_n_sample=jump_n_sample,
-            eta=1.0 if ddpm else eta, clip=clip,
+            fn, schedule, x0, known_mask, steps=plan.steps, generator=generator,
+            jump_length=plan.jump_length, jump_n_sample=plan.jump_n_sample, eta=plan.eta,
+            clip=clip,
         )  # fmt: skip
-        out = res.sample
-    out = out.float()
-    if arch == "wdm3d":
-        vol = idwt3d(out, x_norm.shape)[0, 0].cpu().numpy()
-    else:
-        vol = slices_to_volume(out[0, 0].cpu().numpy())
-    return vol, res.model_calls
+    else:  # known and unknown voxels are mixed in image space, between network calls
+        shape = x_norm.shape
+        img = torch.as_tensor(x_norm[None, None], device=device)
+        kmask = torch.as_tensor((~mask_c)[None, None].astype(np.float32), device=device)
+        res = sample_repaint(
+            fn, schedule, img, kmask, steps=plan.steps, generator=generator,
+            jump_length=plan.jump_length, jump_n_sample=plan.jump_n_sample, eta=plan.eta,
+            clip=None, to_model=lambda v: spec.to_network(v[0])[None],
+            from_model=lambda v: spec.from_network(v, shape),
+        )  # fmt: skip
+        return res.sample[0, 0].float().cpu().numpy(), res.model_calls
+    vol = spec.from_network(res.sample.float(), x_norm.shape)[0, 0].cpu().numpy()
+    return np.ascontiguousarray(vol), res.model_calls
 
 
 @dataclass(frozen=True)
@@ -271,7 +251,7 @@ class _CropGrid:
 def _crop_grids(
     mask: np.ndarray,
     zooms: tuple[float, float, float],
-    pre: dict[str, Any],
+    pre: Preprocessing,
     divisor: tuple[int, int, int],
     min_size: tuple[int, int, int],
 ) -> list[_CropGrid]:
@@ -281,9 +261,9 @@ def _crop_grids(
     chosen to cover the same millimetres, and its model-grid shape is rounded up to the
     divisor (a stretch of at most half a divisor over the crop, undone on the way back).
     """
-    voxel = pre.get("voxel_size")
+    voxel = pre.voxel_size
     same = voxel is None or np.allclose(zooms, voxel, rtol=0.05)
-    margin, frac = int(pre["margin"]), float(pre.get("context_fraction", 0.0))
+    margin, frac = int(pre.margin), float(pre.context_fraction)
     if same:
         crops = lesion_crops(mask, margin, min_size, divisor, context_fraction=frac)
         return [_CropGrid(Crop(c.start, c.stop, labels=c.labels), None, c.pad) for c in crops]
@@ -304,7 +284,7 @@ def _crop_grids(
 
 def _adapted(
     net: torch.nn.Module,
-    card: dict[str, Any],
+    card: ModelCard,
     image: np.ndarray,
     mask: np.ndarray,
     zooms: tuple[float, float, float],
@@ -316,7 +296,7 @@ def _adapted(
     """``net`` adapted to this scan, on the model's grid (the scan resampled to it)."""
     from bidsfill.diffusion.adapt import adapt_model
 
-    voxel = card["preprocessing"].get("voxel_size")
+    voxel = card.preprocessing.voxel_size
     if voxel is not None and not np.allclose(zooms, voxel, rtol=0.05):
         shape = box_shape(image.shape, zooms, voxel)
         image = resample_box(image, shape)
@@ -333,22 +313,16 @@ def inpaint_volume(
     image: np.ndarray,
     mask: np.ndarray,
     net: torch.nn.Module,
-    card: dict[str, Any],
+    card: ModelCard | dict[str, Any],
+    plan: SamplingPlan | None = None,
     *,
-    sampler: str = "ddim",
-    steps: int = 25,
-    eta: float = 0.0,
-    n_samples: int = 1,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    jump_length: int = 5,
-    jump_n_sample: int = 2,
     extra_images: dict[str, np.ndarray] | None = None,
-    feather: bool = False,
     window_batch: int = 8,
     zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
     progress: Callable[[int, int], None] | None = None,
-    adapt_steps: int = 0,
+    **options: Any,
 ) -> InpaintOutput:
     """Fill ``mask`` in ``image`` (scanner units) with a loaded diffusion model.
 
@@ -357,56 +331,48 @@ def inpaint_volume(
         mask: boolean lesion mask on the same grid.
         net: network from :func:`bidsfill.diffusion.weights.load_weights`, on ``device``.
         card: its model card.
-        sampler: "ddim" (``steps`` model calls) or "ddpm" (all T training steps).
-        steps: K for DDIM and RePaint-on-DDIM.
-        eta: DDIM stochasticity (0 = deterministic given the initial noise).
-        n_samples: independent fills averaged into the mean; their std is returned.
+        plan: the sampling (sampler, steps, eta, samples, RePaint jumps, feathering,
+            adaptation); resolved against the card here. Without one, ``options`` are
+            its fields (``steps=3``, ``n_samples=2`` ...).
         seed: seed of the torch generator; same seed, same device -> same output.
         device: where the network runs.
-        jump_length, jump_n_sample: RePaint resampling (unconditional models only).
         extra_images: extra conditioning contrasts named in the card (e.g. "flair").
-        feather: blend the first layer inside the mask toward its known neighbours.
         window_batch: z-windows per network call (memory bound for slice models).
         zooms: voxel size in mm: crops are resampled to the card's ``voxel_size`` and the
             fill back (linear), and the classical prefill uses it.
         progress: called with (crops done, crops in all) after each crop.
-        adapt_steps: first fine-tune a copy of ``net`` for this many steps on the scan's
-            own healthy tissue (:func:`~bidsfill.diffusion.adapt.adapt_model`).
 
     Returns:
-        The mean fill and the std (``n_samples > 1``), both shaped like ``image``, with
-        values outside the mask equal to the input. A residual model's fill is the
+        The mean fill and the std (more than one sample), both shaped like ``image``,
+        with values outside the mask equal to the input. A residual model's fill is the
         prefill plus its correction: a zero correction returns the prefill exactly.
     """
+    if plan is not None and options:
+        raise TypeError("Give either a SamplingPlan or its fields, not both.")
+    card = ModelCard.coerce(card)
+    plan = (plan or SamplingPlan(**options)).resolve(card)
     device = torch.device(device)
     image = np.asarray(image, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
-    arch = card["architecture"]
-    pre = card["preprocessing"]
-    schedule = NoiseSchedule.from_dict(card["schedule"])
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-    div = spatial_divisor(arch, card["config"])
-    if arch == "wdm3d":
-        divisor, min_size = (div, div, div), (div, div, div)
-    else:
-        window = int(pre["window"])
-        divisor, min_size = (div, div, 1), (div, div, window)
+    spec, pre = card.spec, card.preprocessing
+    n_samples = int(plan.n_samples or 1)
     zooms = tuple(float(z) for z in zooms)
-    grids = _crop_grids(mask, zooms, pre, divisor, min_size)
-    names = list(pre.get("extras", []))
-    res_scale = residual_scale(pre)
+    grids = _crop_grids(
+        mask, zooms, pre, spec.crop_divisor(card.config), spec.min_crop(card.config, pre.window)
+    )
+    names = list(pre.extras)
+    res_scale = pre.residual_scale
     if "prefill" in names and not (extra_images and "prefill" in extra_images):
-        prefill = classical_prefill(image, mask, zooms, pre.get("prefill_method", PREFILL_METHOD))
+        prefill = classical_prefill(image, mask, zooms, pre.prefill)
         extra_images = {**(extra_images or {}), "prefill": prefill}
     extras_full = extra_channels(image, names, extra_images)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     total = np.zeros(image.shape, dtype=np.float64)
     total_sq = np.zeros(image.shape, dtype=np.float64)
     components = lesion_components(mask)
-    reference = tissue_reference(image, mask, pre["intensity"]["percentiles"])
-    if adapt_steps:
-        net = _adapted(net, card, image, mask, zooms, adapt_steps, seed, device, reference)
+    reference = tissue_reference(image, mask, pre.intensity.percentiles)
+    if plan.adapt_steps:
+        net = _adapted(net, card, image, mask, zooms, plan.adapt_steps, seed, device, reference)
     calls = 0
     net.eval()
     for done, grid in enumerate(grids, start=1):
@@ -418,7 +384,9 @@ def inpaint_volume(
             mask_c = np.pad(mask_n, grid.pad)
         img_m = grid.to_model(img_c)
         inside = grid.to_model(np.ones(img_c.shape, np.float32), 0) > 0
-        imap = fit_intensity_map(img_m, ~mask_c & inside, reference=reference, **pre["intensity"])
+        imap = fit_intensity_map(
+            img_m, ~mask_c & inside, reference=reference, **pre.intensity.to_dict()
+        )
         x_norm = imap.apply(img_m)
         extras_n = normalise_extras(
             names, [grid.to_model(e[sl]) for e in extras_full], imap, ~mask_c & inside
@@ -428,10 +396,8 @@ def inpaint_volume(
         for _ in range(n_samples):
             with torch.inference_mode():
                 vol, k = _sample_crop(
-                    net, card, schedule, x_norm, mask_c, extras_n,
-                    sampler=sampler, steps=steps, eta=eta, jump_length=jump_length,
-                    jump_n_sample=jump_n_sample, generator=generator, device=device,
-                    window_batch=window_batch,
+                    net, card, plan, x_norm, mask_c, extras_n, generator=generator,
+                    device=device, window_batch=window_batch,
                 )  # fmt: skip
             calls += k
             if res_scale is not None:
@@ -447,11 +413,10 @@ def inpaint_volume(
             progress(done, len(grids))
     mean = total / n_samples
     out = np.where(mask, mean, image).astype(np.float32)
-    if feather:
+    if plan.feather:
         out = np.where(mask, feather_boundary(image, out, mask), image).astype(np.float32)
     std = None
     if n_samples > 1:
         var = np.maximum(total_sq / n_samples - mean**2, 0.0) * n_samples / (n_samples - 1)
         std = np.where(mask, np.sqrt(var), 0.0).astype(np.float32)
-    used_steps = schedule.num_train_timesteps if sampler == "ddpm" else steps
-    return InpaintOutput(out, std, len(grids), calls, used_steps)
+    return InpaintOutput(out, std, len(grids), calls, int(plan.steps))

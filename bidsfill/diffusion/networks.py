@@ -1,16 +1,16 @@
 """Diffusion U-Nets: pseudo-3D and slice-wise 2D on z-windows, and a 3D wavelet U-Net.
 
 Every network is called as ``model(x, t)`` with ``t`` a long tensor of shape ``(N,)``
-and is built from a JSON-serialisable config by :func:`build_network`, so a model card
-can rebuild it. Conditional models take their channels in this order: the noisy image
-x_t, the voided image b = x * (1 - m), the mask m, then optional extras (mirrored
-contralateral image, FLAIR); unconditional (RePaint) models take x_t only.
+and is built from a JSON-serialisable config by
+:func:`bidsfill.diffusion.architectures.build_network`, so a model card can rebuild it.
+Conditional models take their channels in this order: the noisy image x_t, the voided
+image b = x * (1 - m), the mask m, then optional extras (mirrored contralateral image,
+FLAIR); unconditional (RePaint) models take x_t only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from monai.networks.nets.diffusion_model_unet import (
@@ -20,41 +20,7 @@ from monai.networks.nets.diffusion_model_unet import (
 )
 from torch import nn
 
-__all__ = [
-    "ARCHITECTURES",
-    "DEFAULT_CONFIGS",
-    "Pseudo3DUNet",
-    "WaveletUNet",
-    "build_network",
-    "spatial_divisor",
-]
-
-ARCHITECTURES = ("pseudo3d", "slicewise", "wdm3d")
-
-#: Default configs; small enough to fill a demo subject on 2 CPU cores in about a minute.
-DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
-    "pseudo3d": {
-        "in_channels": 3,
-        "out_channels": 1,
-        "channels": [16, 32, 64],
-        "num_res_blocks": 1,
-        "norm_num_groups": 8,
-    },
-    "slicewise": {
-        "in_channels": 3,
-        "out_channels": 1,
-        "channels": [16, 32, 64],
-        "num_res_blocks": 1,
-        "norm_num_groups": 8,
-    },
-    "wdm3d": {
-        "in_channels": 24,
-        "out_channels": 8,
-        "channels": [16, 32, 64],
-        "num_res_blocks": 1,
-        "norm_num_groups": 8,
-    },
-}
+__all__ = ["Pseudo3DUNet", "WaveletUNet"]
 
 
 class _ZConv(nn.Module):
@@ -79,6 +45,33 @@ class _ZConv(nn.Module):
         return h.reshape(n, hh, ww, c, nz).permute(0, 4, 3, 1, 2).reshape(nzb, c, hh, ww)
 
 
+class _MonaiResnetBlock(DiffusionUNetResnetBlock):
+    """MONAI's diffusion residual block behind one signature, :meth:`run`.
+
+    The only code that knows the block's attribute names, so a rename in MONAI breaks
+    here alone; the state-dict keys stay MONAI's, so shipped weights keep loading.
+    """
+
+    def run(
+        self,
+        x: torch.Tensor,
+        emb: torch.Tensor,
+        after_conv1: Callable[[torch.Tensor], torch.Tensor],
+        after_conv2: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """The block's forward pass with a hook after each of its two convolutions."""
+        h = after_conv1(self.conv1(self.nonlinearity(self.norm1(x))))
+        temb = self.time_emb_proj(self.nonlinearity(emb))
+        h = h + temb.reshape(*emb.shape[:1], -1, *[1] * self.spatial_dims)
+        # second conv pair (zero-initialised 2D conv, so the block starts as identity)
+        h = after_conv2(self.conv2(self.nonlinearity(self.norm2(h))))
+        return self.skip_connection(x) + h
+
+
+def _identity(h: torch.Tensor) -> torch.Tensor:
+    return h
+
+
 class _ResBlock(nn.Module):
     """MONAI's 2D diffusion residual block with optional z convolutions after each conv."""
 
@@ -87,7 +80,7 @@ class _ResBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.dims = dims
-        self.block = DiffusionUNetResnetBlock(
+        self.block = _MonaiResnetBlock(
             spatial_dims=dims,
             in_channels=in_ch,
             temb_channels=temb_ch,
@@ -98,18 +91,12 @@ class _ResBlock(nn.Module):
         self.zconv2 = _ZConv(out_ch) if z_conv else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, nz: int) -> torch.Tensor:
-        b = self.block
-        # 1. norm, act, 2D conv, then the 1D z conv (Pseudo3D, Durrer et al. 2025)
-        h = b.conv1(b.nonlinearity(b.norm1(x)))
-        if self.zconv1 is not None:
-            h = self.zconv1(h, nz)
-        # 2. add the timestep embedding
-        h = h + b.time_emb_proj(b.nonlinearity(emb)).reshape(*emb.shape[:1], -1, *[1] * self.dims)
-        # 3. second conv pair (zero-initialised 2D conv, so the block starts as identity)
-        h = b.conv2(b.nonlinearity(b.norm2(h)))
-        if self.zconv2 is not None:
-            h = self.zconv2(h, nz)
-        return b.skip_connection(x) + h
+        # 2D convs, each followed by the 1D z conv (Pseudo3D, Durrer et al. 2025)
+        if self.zconv1 is None or self.zconv2 is None:
+            return self.block.run(x, emb, _identity, _identity)
+        return self.block.run(
+            x, emb, lambda h: self.zconv1(h, nz), lambda h: self.zconv2(h, nz)
+        )
 
 
 class _Upsample(nn.Module):
@@ -284,31 +271,3 @@ class WaveletUNet(_UNetCore):
                 f"Spatial sizes must be divisible by {self.divisor}, got {tuple(x.shape[2:])}."
             )
         return self.run(x, t, 1)
-
-
-def build_network(arch: str, **config: Any) -> nn.Module:
-    """Build a network from its model-card architecture name and config.
-
-    Args:
-        arch: "pseudo3d", "slicewise" or "wdm3d".
-        **config: constructor arguments (``in_channels``, ``out_channels``, ``channels``,
-            ``num_res_blocks``, ``norm_num_groups``); missing keys
-            take :data:`DEFAULT_CONFIGS` values.
-    """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"Unknown architecture {arch!r}; choose one of {ARCHITECTURES}.")
-    cfg = {**DEFAULT_CONFIGS[arch], **config}
-    allowed = {"in_channels", "out_channels", "channels", "num_res_blocks", "norm_num_groups"}
-    unknown = set(cfg) - allowed
-    if unknown:
-        raise ValueError(f"Unknown config keys for {arch}: {sorted(unknown)}.")
-    if arch == "wdm3d":
-        return WaveletUNet(**cfg)
-    return Pseudo3DUNet(**cfg, z_conv=arch == "pseudo3d")
-
-
-def spatial_divisor(arch: str, config: dict[str, Any]) -> int:
-    """Image-space size multiple a crop must be padded to for this network."""
-    levels = len(config.get("channels", DEFAULT_CONFIGS[arch]["channels"]))
-    factor = 2 ** (levels - 1)
-    return factor * 2 if arch == "wdm3d" else factor

@@ -8,8 +8,8 @@ margin, grown to a size the network accepts), overlapping z-windows blended with
 weights, and paste-back; every step is invertible.
 
 Array layout: volumes are ``(X, Y, Z)`` with Z the axial (inferior-superior) axis, as
-nibabel gives for RAS-like images. Network tensors are ``(C, Z, H, W)`` with ``H, W = X, Y``
-for the slice models and ``(C, X/2, Y/2, Z/2)`` sub-bands for wdm3d.
+nibabel gives for RAS-like images; each architecture's network layout is given by its
+spec (:mod:`bidsfill.diffusion.architectures`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bidsfill.diffusion.networks import spatial_divisor
-from bidsfill.diffusion.wavelets import dwt3d
+from bidsfill.diffusion.architectures import ArchitectureSpec, get_architecture
+from bidsfill.diffusion.card import PREFILL_METHOD, Preprocessing
 
 __all__ = [
     "Crop",
@@ -32,7 +32,6 @@ __all__ = [
     "blend_weights",
     "build_condition",
     "crop_around",
-    "default_preprocessing",
     "extra_channels",
     "fit_intensity_map",
     "lesion_components",
@@ -49,65 +48,9 @@ __all__ = [
     "z_windows",
 ]
 
-EXTRAS = ("mirror", "flair", "prefill")
-
-#: The classical filler whose fill is the "prefill" conditioning channel.
-PREFILL_METHOD = "nonlocal"
-
-#: Residual models diffuse ``RESIDUAL_SCALE * (image - prefill)`` in normalised units: the
-#: nonlocal prefill's errors have an RMS near 0.15 there, and the factor brings them
-#: closer to the unit scale the noise schedule is designed for.
-RESIDUAL_SCALE = 2.0
-
-#: Voxel size (mm) of the grid models are trained on; other grids are resampled to it.
-MODEL_VOXEL_MM = (1.0, 1.0, 1.0)
-
-
-def default_preprocessing(
-    arch: str, extras: tuple[str, ...] = (), *, residual: bool = False
-) -> dict[str, Any]:
-    """Geometry and intensity constants recorded in the model card under "preprocessing".
-
-    Args:
-        arch: network architecture name.
-        extras: extra conditioning channels, a subset of ("mirror", "flair", "prefill") in
-            order; "prefill" is a classical fill of the mask (:func:`classical_prefill`).
-        residual: the diffusion runs on the residual (image - prefill), scaled by
-            :data:`RESIDUAL_SCALE`, so a zero correction returns the prefill exactly.
-    """
-    unknown = set(extras) - set(EXTRAS)
-    if unknown:
-        raise ValueError(f"Unknown extra channels {sorted(unknown)}; choose from {EXTRAS}.")
-    if residual and "prefill" not in extras:
-        raise ValueError("A residual model needs the 'prefill' channel it corrects.")
-    out = {
-        "layout": "volume (X, Y, Z), Z axial; slice models see (C, Z, X, Y)",
-        "intensity": {
-            "rule": "known-tissue-peak",
-            "low": -1.0,
-            "peak_value": 0.5,
-            "clip": [-1.5, 1.5],
-            "percentiles": [2.0, 99.5],
-        },
-        "margin": 8,
-        # Large lesions see more: each lesion's margin is at least this share of its extent.
-        "context_fraction": 0.25,
-        "window": 8 if arch != "wdm3d" else None,
-        "window_overlap": 4 if arch != "wdm3d" else None,
-        "patch_size": [64, 64, 8] if arch != "wdm3d" else [32, 32, 32],
-        "extras": list(extras),
-        # The model's grid: crops are resampled to it and the fill back, inside the mask only.
-        "voxel_size": list(MODEL_VOXEL_MM),
-    }
-    if residual:
-        out["residual"] = {"of": "prefill", "scale": RESIDUAL_SCALE}
-    return out
-
-
-def residual_scale(preprocessing: dict[str, Any]) -> float | None:
+def residual_scale(preprocessing: Preprocessing | dict[str, Any]) -> float | None:
     """The residual model's scale (model units per normalised unit), None for image models."""
-    res = preprocessing.get("residual")
-    return float(res["scale"]) if res else None
+    return Preprocessing.coerce(preprocessing).residual_scale
 
 
 # -- intensity ------------------------------------------------------------------------------
@@ -487,7 +430,7 @@ class TrainingExample:
 
     ``x0`` is the target in the network's layout, ``condition`` the channels after x_t
     (empty for unconditional models), ``mask`` the mask in the same layout as the image
-    (``(1, Z, H, W)`` or ``(1, X, Y, Z)`` for wdm3d, image space).
+    where that layout is voxelwise (slice models), else in image space ``(1, X, Y, Z)``.
     """
 
     x0: torch.Tensor
@@ -497,29 +440,25 @@ class TrainingExample:
 
 
 def to_network(
-    arch: str, image_norm: np.ndarray, mask: np.ndarray, extras_norm: list[np.ndarray]
+    arch: str | ArchitectureSpec,
+    image_norm: np.ndarray,
+    mask: np.ndarray,
+    extras_norm: list[np.ndarray],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0, condition) of a normalised crop in the network's layout (no batch axis)."""
-    if arch == "wdm3d":
-        x = torch.as_tensor(np.asarray(image_norm, np.float32))[None, None]
-        cond = build_condition(image_norm, mask, extras_norm)[None]
-        return dwt3d(x)[0], dwt3d(cond)[0]
-    x = torch.as_tensor(volume_to_slices(image_norm).astype(np.float32))[None]
-    cond = build_condition(
-        volume_to_slices(image_norm),
-        volume_to_slices(mask),
-        [volume_to_slices(e) for e in extras_norm],
-    )
-    return x, cond
+    spec = get_architecture(arch)
+    x = torch.as_tensor(np.asarray(image_norm, np.float32))[None]
+    cond = build_condition(image_norm, mask, extras_norm)
+    return spec.to_network(x), spec.to_network(cond)
 
 
 def make_training_example(
     volume: np.ndarray,
     mask: np.ndarray,
     *,
-    arch: str,
+    arch: str | ArchitectureSpec,
     config: dict[str, Any],
-    preprocessing: dict[str, Any],
+    preprocessing: Preprocessing | dict[str, Any],
     rng: np.random.Generator,
     extra_images: dict[str, np.ndarray] | None = None,
     reference: TissueReference | None = None,
@@ -531,42 +470,42 @@ def make_training_example(
         mask: synthetic lesion mask on the same grid (the region to inpaint).
         arch: network architecture.
         config: network config (``in_channels`` tells whether it is conditional).
-        preprocessing: the model card's "preprocessing" dict.
+        preprocessing: the model card's "preprocessing".
         rng: random generator choosing the patch centre.
-        extra_images: images named in ``preprocessing["extras"]`` other than "mirror".
+        extra_images: images named in the preprocessing's extras other than "mirror".
         reference: landmarks of the whole volume; computed from ``volume`` when None.
     """
+    spec, pre = get_architecture(arch), Preprocessing.coerce(preprocessing)
     volume = np.asarray(volume, dtype=np.float32)
     mask = np.asarray(mask, dtype=bool)
     if volume.shape != mask.shape:
         raise ValueError(f"Volume {volume.shape} and mask {mask.shape} differ in shape.")
-    names = preprocessing.get("extras", [])
+    names = list(pre.extras)
     extras = extra_channels(volume, names, extra_images)
-    crop = training_patch(mask, arch=arch, config=config, preprocessing=preprocessing, rng=rng)
+    crop = training_patch(mask, arch=spec, config=config, preprocessing=pre, rng=rng)
     img_c, mask_c = crop.extract(volume), crop.extract(mask).astype(bool)
     if reference is None:
-        reference = tissue_reference(volume, mask, preprocessing["intensity"]["percentiles"])
-    imap = fit_intensity_map(img_c, ~mask_c, reference=reference, **preprocessing["intensity"])
+        reference = tissue_reference(volume, mask, pre.intensity.percentiles)
+    imap = fit_intensity_map(img_c, ~mask_c, reference=reference, **pre.intensity.to_dict())
     extras_n = normalise_extras(names, [crop.extract(e) for e in extras], imap, ~mask_c)
-    x0, cond = to_network(arch, imap.apply(img_c), mask_c.astype(np.float32), extras_n)
-    scale = residual_scale(preprocessing)
-    if scale is not None:  # the target is the correction of the prefill, not the image
+    x0, cond = to_network(spec, imap.apply(img_c), mask_c.astype(np.float32), extras_n)
+    if pre.residual_scale is not None:  # the target is the correction of the prefill
         prefill_n = extras_n[names.index("prefill")]
-        x0 = x0 - to_network(arch, prefill_n, mask_c.astype(np.float32), [])[0]
-        x0 = x0 * scale
-    conditional = int(config["in_channels"]) > (8 if arch == "wdm3d" else 1)
-    if not conditional:
+        x0 = x0 - to_network(spec, prefill_n, mask_c.astype(np.float32), [])[0]
+        x0 = x0 * pre.residual_scale
+    if not spec.is_conditional(int(config["in_channels"])):
         cond = cond[:0]
-    m = volume_to_slices(mask_c)[None] if arch != "wdm3d" else mask_c[None]
-    return TrainingExample(x0, cond, torch.as_tensor(m.astype(np.float32)), imap)
+    m = torch.as_tensor(mask_c[None].astype(np.float32))
+    # The loss mask: in the network's layout where that is voxelwise, else image space.
+    return TrainingExample(x0, cond, spec.to_network(m) if spec.voxelwise else m, imap)
 
 
 def training_patch(
     mask: np.ndarray,
     *,
-    arch: str,
+    arch: str | ArchitectureSpec,
     config: dict[str, Any],
-    preprocessing: dict[str, Any],
+    preprocessing: Preprocessing | dict[str, Any],
     rng: np.random.Generator,
 ) -> Crop:
     """The patch a training example is cut from: centred on a random mask voxel.
@@ -574,13 +513,12 @@ def training_patch(
     Separate from :func:`make_training_example` so the dataset can compute the prefill
     only around this patch (a generator in the same state gives the same patch).
     """
-    div = spatial_divisor(arch, config)
-    size = tuple(int(s) for s in preprocessing["patch_size"])
-    divisor = (div, div, div) if arch == "wdm3d" else (div, div, 1)
+    spec, pre = get_architecture(arch), Preprocessing.coerce(preprocessing)
+    size = tuple(int(s) for s in pre.patch_size)
     idx = np.argwhere(mask)
     centre = idx[rng.integers(len(idx))] if len(idx) else np.array(mask.shape) // 2
     lo = centre - np.array(size) // 2
-    return crop_around(lo, lo + np.array(size), mask.shape, size, divisor)
+    return crop_around(lo, lo + np.array(size), mask.shape, size, spec.crop_divisor(config))
 
 
 def normalise_extras(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bidsfill.diffusion.sampling import SAMPLERS
 from bidsfill.diffusion.schedules import NoiseSchedule
 
 __all__ = [
@@ -32,8 +33,6 @@ __all__ = [
     "sample_ddpm",
     "sample_repaint",
 ]
-
-SAMPLERS = ("ddim", "ddpm")
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Clip = tuple[float, float] | None

@@ -1,14 +1,14 @@
 """Weights as safetensors plus a JSON model card; loading never unpickles.
 
-The card records everything needed to rebuild and use the model (architecture and
-config, noise schedule, preprocessing) and what it was trained on, with the sha256 of
-the safetensors file so a swapped or corrupted file is refused.
+The card (:class:`~bidsfill.diffusion.card.ModelCard`) records everything needed to
+rebuild and use the model and what it was trained on, with the sha256 of the
+safetensors file so a swapped or corrupted file is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,20 +16,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from bidsfill.diffusion.networks import build_network
+from bidsfill.diffusion.card import ModelCard
 
-__all__ = ["CARD_KEYS", "default_model_path", "file_sha256", "load_weights", "save_weights"]
-
-CARD_KEYS = (
-    "name",
-    "architecture",
-    "config",
-    "schedule",
-    "preprocessing",
-    "training",
-    "metrics",
-    "sha256",
-)
+__all__ = ["default_model_path", "file_sha256", "load_weights", "save_weights"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -46,31 +35,34 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
-def save_weights(model: torch.nn.Module, card: dict[str, Any], path: str | Path) -> Path:
+def save_weights(
+    model: torch.nn.Module, card: ModelCard | Mapping[str, Any], path: str | Path
+) -> Path:
     """Write ``<name>.safetensors`` and its ``<name>.json`` card; return the weights path.
 
     Args:
-        model: the network (built by :func:`build_network` from ``card["config"]``).
-        card: model card with at least "architecture", "config", "schedule" and
-            "preprocessing"; "sha256" is filled in here.
+        model: the network (built from the card's architecture and config).
+        card: the model card, or its dict with at least "architecture", "config",
+            "schedule" and "preprocessing"; name (default: the file stem) and sha256
+            are filled in here.
         path: target path, with or without the ``.safetensors`` suffix.
     """
-    for key in ("architecture", "config", "schedule", "preprocessing"):
-        if key not in card:
-            raise ValueError(f"The model card needs a {key!r} entry.")
+    if not isinstance(card, ModelCard):
+        for key in ("architecture", "config", "schedule", "preprocessing"):
+            if key not in card:
+                raise ValueError(f"The model card needs a {key!r} entry.")
+        card = ModelCard.from_dict(card)
     st_path, card_path = _paths(path)
     st_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(st_path), metadata={"architecture": str(card["architecture"])})
-    full = {"name": st_path.stem, "training": {}, "metrics": {}, **card}
-    full["sha256"] = file_sha256(st_path)
-    card_path.write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
+    save_file(state, str(st_path), metadata={"architecture": card.architecture})
+    card.replace(name=card.name or st_path.stem, sha256=file_sha256(st_path)).save(card_path)
     return st_path
 
 
 def load_weights(
     path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[torch.nn.Module, ModelCard]:
     """Load a model and its card, refusing files that do not match the card.
 
     Raises:
@@ -84,18 +76,15 @@ def load_weights(
         raise ValueError(
             f"Model weights {st_path} have no model card {card_path.name} beside them."
         )
-    try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"Model card {card_path} is not valid JSON ({err.msg}).") from None
+    card = ModelCard.load(card_path)
     digest = file_sha256(st_path)
-    if card.get("sha256") != digest:
+    if card.sha256 != digest:
         raise ValueError(
             f"Model weights {st_path.name} do not match the sha256 in their model card "
             "(file changed or corrupted)."
         )
     try:
-        model = build_network(card["architecture"], **card.get("config", {}))
+        model = card.spec.build(**card.config)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"Model card {card_path.name} describes no valid network: {err}") from None
     state = load_file(str(st_path))  # safetensors: plain tensors, no pickle

@@ -4,7 +4,8 @@ A filler is a function ``(image, mask, *, zooms, seed, **params) -> FillResult``
 works on float arrays in the input's (scaled) intensity units. It may compute any value
 anywhere, but :func:`fill_image` keeps only the voxels inside the mask, so no filler can
 change a voxel outside it. Fillers register themselves by name with
-:func:`register_filler`; the CLI's ``--method`` choices are the registry's keys.
+:func:`register_filler`; what the run and the report know about each built-in method
+(kind, device, methods text) is in :mod:`bidsfill.fill.methods`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bidsfill.fill.methods import FILL_METHODS
+
 __all__ = [
-    "CLASSICAL_METHODS",
-    "DIFFUSION_METHODS",
     "FillError",
     "FillResult",
     "Filler",
@@ -28,13 +29,6 @@ __all__ = [
     "method_names",
     "register_filler",
 ]
-
-
-# Fillers that need no model, no device and no GPU slot.
-CLASSICAL_METHODS = ("nawm", "ring", "nonlocal", "fsl")
-# The diffusion fillers that bidsfill.fill.diffusion registers, named here so that the
-# CLI can list every method without importing torch (``bidsfill --help`` stays fast).
-DIFFUSION_METHODS = ("pseudo3d", "slicewise", "wdm3d", "repaint")
 
 
 class FillError(RuntimeError):
@@ -89,7 +83,7 @@ def _load_builtin_fillers() -> None:
     # Importing the modules runs their @register_filler decorators.
     import importlib
 
-    for module in ("nawm", "ring", "nonlocal_fill", "fsl", "diffusion"):
+    for module in dict.fromkeys(m.module for m in FILL_METHODS.values()):
         try:
             importlib.import_module(f"bidsfill.fill.{module}")
         except ModuleNotFoundError as err:  # a method module not written yet
@@ -108,7 +102,7 @@ def method_names() -> list[str]:
     :func:`available_methods` imports every filler (torch with the diffusion ones); this is
     what the command line lists, so ``--help`` and ``--version`` need no heavy import.
     """
-    return sorted({*CLASSICAL_METHODS, *DIFFUSION_METHODS, *_REGISTRY})
+    return sorted({*FILL_METHODS, *_REGISTRY})
 
 
 def get_filler(name: str) -> Filler:

@@ -1,7 +1,8 @@
-"""Diffusion fillers: ``pseudo3d``, ``slicewise``, ``wdm3d`` (conditional) and ``repaint``.
+"""Diffusion fillers: one per diffusion entry of :mod:`bidsfill.fill.methods`.
 
 Thin layer over :mod:`bidsfill.diffusion`: it finds and checks the weights, picks the
-device and thread count, runs :func:`~bidsfill.diffusion.inference.inpaint_volume` and
+device and thread count, resolves the :class:`~bidsfill.diffusion.sampling.SamplingPlan`
+against the model card, runs :func:`~bidsfill.diffusion.inference.inpaint_volume` and
 records the provenance (sampler, steps, model name and sha256, device) for the sidecar.
 """
 
@@ -16,18 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from bidsfill.diffusion.inference import inpaint_volume, is_conditional, resolve_device
-from bidsfill.diffusion.samplers import SAMPLERS
+from bidsfill.diffusion.card import ModelCard
+from bidsfill.diffusion.inference import inpaint_volume, resolve_device
+from bidsfill.diffusion.sampling import SamplingPlan
 from bidsfill.diffusion.weights import default_model_path, load_weights
 from bidsfill.fill.base import FillError, FillResult, register_filler
+from bidsfill.fill.methods import FILL_METHODS, fill_method
 
-__all__ = ["DEFAULT_STEPS", "diffusion_fill"]
+__all__ = ["diffusion_fill"]
 
 LOGGER = logging.getLogger("bidsfill.fill.diffusion")
-
-#: DDIM steps when --steps is not given (a few tens; see benchmarks/RESULTS.md).
-DEFAULT_STEPS = 20
-CONDITIONAL_METHODS = ("pseudo3d", "slicewise", "wdm3d")
 
 
 @contextlib.contextmanager
@@ -59,7 +58,9 @@ def _log_progress():  # noqa: ANN202
     return report
 
 
-def _load(method: str, model: str | Path | None, device: torch.device):
+def _load(
+    method: str, model: str | Path | None, device: torch.device
+) -> tuple[torch.nn.Module, ModelCard]:
     path = Path(model) if model else default_model_path(method)
     if path is None:
         raise FillError(
@@ -70,15 +71,15 @@ def _load(method: str, model: str | Path | None, device: torch.device):
         net, card = load_weights(path, device=device)
     except ValueError as err:
         raise FillError(str(err)) from None
-    arch = card["architecture"]
-    if method == "repaint":
-        if is_conditional(card):
+    arch = card.architecture
+    if not fill_method(method).conditional:
+        if card.conditional:
             raise FillError(
                 f"Model {path.name} is a conditional {arch} model; RePaint needs an "
                 f"unconditional one (use --method {arch} for this file)."
             )
-    elif arch != method or not is_conditional(card):
-        kind = arch if is_conditional(card) else "repaint"
+    elif arch != method or not card.conditional:
+        kind = arch if card.conditional else "repaint"
         raise FillError(f"Model {path.name} is a {kind} model, not {method}; use --method {kind}.")
     return net, card
 
@@ -90,67 +91,53 @@ def diffusion_fill(
     method: str,
     zooms: tuple[float, float, float],
     seed: int,
-    sampler: str = "ddim",
-    steps: int | None = None,
-    n_samples: int | None = None,
     model: str | Path | None = None,
-    device: str | None = "auto",
-    eta: float = 0.0,
     omp_nthreads: int | None = None,
-    jump_length: int = 5,
-    jump_n_sample: int = 2,
-    feather: bool = False,
     extra_images: dict[str, np.ndarray] | None = None,
-    adapt_steps: int = 0,
-    **_: Any,
+    plan: SamplingPlan | None = None,
+    **params: Any,
 ) -> FillResult:
-    """Fill with a diffusion model; see :func:`inpaint_volume` for the parameters."""
-    sampler = (sampler or "ddim").lower()
-    if sampler not in SAMPLERS:
-        raise FillError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-    if n_samples is not None and int(n_samples) < 1:
-        raise FillError(f"--n-samples must be at least 1, got {n_samples}.")
+    """Fill with a diffusion model.
+
+    ``plan`` is the sampling; without one, the SamplingPlan fields among ``params``
+    (sampler, steps, eta, n_samples, device, jump_length, jump_n_sample, feather,
+    adapt_steps) make it. It is resolved against the model's card here, once.
+    """
     try:
-        dev = resolve_device(device)
+        plan = plan or SamplingPlan.from_params(params)
+        dev = resolve_device(plan.device)
     except ValueError as err:
         raise FillError(str(err)) from None
     net, card = _load(method, model, dev)
-    T = int(card["schedule"].get("num_train_timesteps", 1000))
-    # Unset steps / n_samples: the model card's "sampling" defaults (how its scorecard was
-    # made), else DEFAULT_STEPS and a single fill.
-    card_sampling = card.get("sampling", {})
-    k = int(steps) if steps else min(int(card_sampling.get("steps", DEFAULT_STEPS)), T)
-    n_samples = int(n_samples) if n_samples else int(card_sampling.get("n_samples", 1))
-    if sampler == "ddim" and not 1 <= k <= T:
-        raise FillError(f"--steps must be between 1 and the model's {T} training steps, got {k}.")
-    LOGGER.info("Diffusion fill (%s, %s, %s steps) on %s", method, sampler, k, dev)
+    try:
+        plan = plan.resolve(card)
+    except ValueError as err:
+        raise FillError(str(err)) from None
+    LOGGER.info("Diffusion fill (%s, %s, %s steps) on %s", method, plan.sampler, plan.steps, dev)
     with _threads(omp_nthreads, dev):
         try:
             out = inpaint_volume(
-                image, mask, net, card,
-                sampler=sampler, steps=k, eta=float(eta or 0.0), n_samples=int(n_samples),
-                seed=seed, device=dev, jump_length=jump_length, jump_n_sample=jump_n_sample,
-                extra_images=extra_images, feather=feather, zooms=tuple(zooms),
-                adapt_steps=int(adapt_steps or 0), progress=_log_progress(),
+                image, mask, net, card, plan, seed=seed, device=dev,
+                extra_images=extra_images, zooms=tuple(zooms), progress=_log_progress(),
             )  # fmt: skip
         except ValueError as err:
             raise FillError(str(err)) from None
-    params: dict[str, Any] = {
-        "Sampler": sampler,
+    params_out: dict[str, Any] = {
+        "Sampler": plan.sampler,
         "Steps": out.steps,
-        "NSamples": int(n_samples),
-        "Eta": float(eta or 0.0) if sampler == "ddim" else 1.0,
-        "ModelName": card.get("name"),
-        "ModelSHA256": card.get("sha256"),
-        "Architecture": card["architecture"],
+        "NSamples": int(plan.n_samples),
+        "Eta": plan.eta,
+        "ModelName": card.name,
+        "ModelSHA256": card.sha256,
+        "Architecture": card.architecture,
         "Crops": out.crops,
         "ModelCalls": out.model_calls,
-        "Feather": bool(feather),
-        "AdaptSteps": int(adapt_steps or 0),
+        "Feather": plan.feather,
+        "AdaptSteps": plan.adapt_steps,
     }
-    if method == "repaint":
-        params.update({"JumpLength": int(jump_length), "JumpNSample": int(jump_n_sample)})
-    return FillResult(filled=out.mean, std=out.std, params=params, device=str(dev))
+    if "jump_length" in fill_method(method).sampling:
+        params_out.update({"JumpLength": plan.jump_length, "JumpNSample": plan.jump_n_sample})
+    return FillResult(filled=out.mean, std=out.std, params=params_out, device=str(dev))
 
 
 def _register(method: str) -> None:
@@ -162,5 +149,5 @@ def _register(method: str) -> None:
     register_filler(method)(_fill)
 
 
-for _method in (*CONDITIONAL_METHODS, "repaint"):
+for _method in (m.name for m in FILL_METHODS.values() if m.uses_model):
     _register(_method)

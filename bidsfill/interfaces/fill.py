@@ -15,7 +15,7 @@ from nipype.interfaces.base import (
 )
 
 from bidsfill.fill import fill_image
-from bidsfill.fill.base import CLASSICAL_METHODS
+from bidsfill.fill.methods import fill_method
 from bidsfill.io.nifti import load_image, load_mask, write_like
 
 
@@ -48,9 +48,9 @@ class FillLesions(SimpleInterface):
         mask, _ = load_mask(self.inputs.mask)
         inside = mask.data > 0.5
         params = dict(self.inputs.params) if isdefined(self.inputs.params) else {}
-        if self.inputs.method not in CLASSICAL_METHODS:
+        if fill_method(self.inputs.method).uses_model:
             params.setdefault("omp_nthreads", self.inputs.omp_nthreads)
-            if not self.inputs.use_gpu:
+            if not self.inputs.use_gpu:  # no GPU slot was counted for this node
                 params["device"] = "cpu"
         result = fill_image(
             t1w.data,

@@ -12,7 +12,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bidsfill.fill.methods import fill_method
 from bidsfill.io.atomic import part_file
+from bidsfill.references import REFERENCES
 
 __all__ = [
     "RunLog",
@@ -23,58 +25,6 @@ __all__ = [
 ]
 
 PACKAGES = ("bidsfill", "torch", "monai", "nipype", "antspyx", "nibabel", "pybids", "numpy")
-
-_REFS = {
-    "battaglini": "Battaglini M, Jenkinson M, De Stefano N. Evaluating and reducing the impact "
-    "of white matter lesions on brain volume measurements. Hum Brain Mapp. 2012;33(9):2062-71. "
-    "doi:10.1002/hbm.21344",
-    "fsl": "Jenkinson M, Beckmann CF, Behrens TEJ, Woolrich MW, Smith SM. FSL. NeuroImage. "
-    "2012;62(2):782-90. doi:10.1016/j.neuroimage.2011.09.015",
-    "ants": "Avants BB, Tustison NJ, Song G, Cook PA, Klein A, Gee JC. A reproducible evaluation "
-    "of ANTs similarity metric performance in brain image registration. NeuroImage. "
-    "2011;54(3):2033-44. doi:10.1016/j.neuroimage.2010.09.025",
-    "guizard": "Guizard N, Nakamura K, Coupé P, Fonov VS, Arnold DL, Collins DL. Non-local means "
-    "inpainting of MS lesions in longitudinal image processing. Front Neurosci. 2015;9:456. "
-    "doi:10.3389/fnins.2015.00456",
-    "prados": "Prados F, Cardoso MJ, Kanber B, et al. A multi-time-point modality-agnostic "
-    "patch-based method for lesion filling in multiple sclerosis. NeuroImage. 2016;139:376-84. "
-    "doi:10.1016/j.neuroimage.2016.06.053",
-    "durrer": "Durrer A, Wolleb J, Bieder F, et al. Denoising diffusion models for 3D healthy "
-    "brain tissue inpainting. In: Deep Generative Models (DGM4MICCAI 2024), LNCS 15224. "
-    "Springer; 2025. arXiv:2403.14499",
-    "friedrich": "Friedrich P, Durrer A, Wolleb J, Cattin PC. cWDM: Conditional wavelet "
-    "diffusion models for cross-modality 3D medical image synthesis. arXiv:2411.17203 (2024)",
-    "repaint": "Lugmayr A, Danelljan M, Romero A, Yu F, Timofte R, Van Gool L. RePaint: "
-    "Inpainting using denoising diffusion probabilistic models. CVPR 2022:11461-71",
-    "ddpm": "Ho J, Jain A, Abbeel P. Denoising diffusion probabilistic models. NeurIPS 2020",
-    "ddim": "Song J, Meng C, Ermon S. Denoising diffusion implicit models. ICLR 2021",
-    "atropos": "Avants BB, Tustison NJ, Wu J, Cook PA, Gee JC. An open source multivariate "
-    "framework for n-tissue segmentation with evaluation on public data. Neuroinformatics. "
-    "2011;9(4):381-400. doi:10.1007/s12021-011-9109-y",
-    "fast": "Zhang Y, Brady M, Smith S. Segmentation of brain MR images through a hidden Markov "
-    "random field model and the expectation-maximization algorithm. IEEE Trans Med Imaging. "
-    "2001;20(1):45-57. doi:10.1109/42.906424",
-    "nipype": "Gorgolewski K, Burns CD, Madison C, et al. Nipype: a flexible, lightweight and "
-    "extensible neuroimaging data processing framework in Python. Front Neuroinform. 2011;5:13. "
-    "doi:10.3389/fninf.2011.00013",
-}
-
-_METHODS = {
-    "nawm": ("with normal-appearing white matter intensities drawn around each lesion, as in "
-             "FSL's lesion_filling", ["battaglini"]),
-    "fsl": ("with FSL's lesion_filling", ["battaglini", "fsl"]),
-    "ring": ("with draws from the brighter voxels of a ring around each lesion, as in ANTs' "
-             "LesionFilling", ["ants"]),
-    "nonlocal": ("from the border inwards with a patch-based non-local means estimate",
-                 ["guizard", "prados"]),
-    "pseudo3d": ("with a conditional pseudo-3D denoising diffusion model (2D convolutions "
-                 "followed by 1D convolutions along z)", ["durrer", "ddpm"]),
-    "slicewise": ("with a conditional 2D slice-wise denoising diffusion model",
-                  ["durrer", "ddpm"]),
-    "wdm3d": ("with a conditional 3D wavelet diffusion model", ["friedrich", "durrer", "ddpm"]),
-    "repaint": ("with an unconditional denoising diffusion model made to inpaint by RePaint "
-                "resampling", ["repaint", "ddpm"]),
-}  # fmt: skip
 
 _SEGMENTERS = {
     "ants-atropos": ("ANTs Atropos (antspyx)", ["atropos"]),
@@ -145,7 +95,8 @@ def citation_markdown(filled_sidecars: list[dict[str, Any]], segmenters: set[str
     keys: list[str] = ["nipype"]
     sentences = []
     for method in sorted({str(s.get("Method")) for s in filled_sidecars}):
-        text, refs = _METHODS.get(method, (f"with the `{method}` method", []))
+        entry = fill_method(method)
+        text, refs = entry.text, list(entry.citations)
         models = sorted({f"{s.get('ModelName')} (sha256 {s.get('ModelSHA256')})"
                          for s in filled_sidecars if s.get("Method") == method
                          and s.get("ModelName")})  # fmt: skip
@@ -180,7 +131,7 @@ def citation_markdown(filled_sidecars: list[dict[str, Any]], segmenters: set[str
         "",
         "## References",
         "",
-        *(f"{i}. {_REFS[k]}" for i, k in enumerate(keys, start=1)),
+        *(f"{i}. {REFERENCES[k]}" for i, k in enumerate(keys, start=1)),
         "",
     ]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "barrier", "broadcast_object", "cleanup", "setup_distributed"]
+__all__ = ["DistInfo", "barrier", "cleanup", "setup_distributed"]
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,6 @@ def setup_distributed(device: str = "auto") -> DistInfo:
 def barrier(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
         dist.barrier()
-
-
-def broadcast_object(obj: object, info: DistInfo) -> object:
-    """Rank 0's ``obj`` on every rank."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def cleanup(info: DistInfo) -> None:

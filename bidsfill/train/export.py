@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bidsfill.diffusion.networks import build_network
+from bidsfill.diffusion.architectures import build_network
+from bidsfill.diffusion.card import ModelCard, Preprocessing, SamplingDefaults
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.diffusion.weights import save_weights
 from bidsfill.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -78,10 +79,10 @@ def export_checkpoint(
         **(notes or {}),
     }
     if config.get("init_from"):  # fine-tuned: the card also tells where it started
-        start = json.loads(Path(config["init_from"]).with_suffix(".json").read_text())
-        before = start.get("training", {})
+        start = ModelCard.load(Path(config["init_from"]).with_suffix(".json"))
+        before = start.training
         training["fine_tuned_from"] = {
-            "sha256": start.get("sha256"),
+            "sha256": start.sha256,
             "steps": before.get("steps"),
             "wall_seconds": before.get("wall_seconds"),
             "ran_on": before.get("ran_on"),
@@ -92,15 +93,14 @@ def export_checkpoint(
         }
         earlier = before.get("total_wall_seconds", before.get("wall_seconds")) or 0
         training["total_wall_seconds"] = round(training["wall_seconds"] + float(earlier), 1)
-    card = {
-        "architecture": config["arch"],
-        "config": config["network"],
-        "schedule": NoiseSchedule(**config["schedule"]).to_dict(),
-        "preprocessing": config["preprocessing"],
-        "training": training,
-        "metrics": metrics if metrics is not None else (history[-1] if history else {}),
-        "validation_history": history,
-    }
-    if sampling:
-        card["sampling"] = {k: int(v) for k, v in sampling.items()}
+    card = ModelCard(
+        architecture=config["arch"],
+        config=config["network"],
+        schedule=NoiseSchedule(**config["schedule"]),
+        preprocessing=Preprocessing.from_dict(config["preprocessing"]),
+        sampling=SamplingDefaults.from_dict(sampling),
+        training=training,
+        metrics=metrics if metrics is not None else (history[-1] if history else {}),
+        validation_history=history,
+    )
     return save_weights(model, card, out_path)

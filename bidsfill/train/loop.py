@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from bidsfill.diffusion.networks import build_network
+from bidsfill.diffusion.architectures import build_network
+from bidsfill.diffusion.card import ModelCard, Preprocessing
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.train.checkpoint import (
     get_rng_state,
@@ -183,13 +184,14 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         e.copy_(b)
 
 
-def _card(config: TrainConfig, schedule: NoiseSchedule) -> dict[str, Any]:
-    return {
-        "architecture": config.arch,
-        "config": config.network,
-        "schedule": schedule.to_dict(),
-        "preprocessing": config.preprocessing,
-    }
+def _card(config: TrainConfig, schedule: NoiseSchedule) -> ModelCard:
+    """The card of the model being trained, for validation fills."""
+    return ModelCard(
+        architecture=config.arch,
+        config=config.network,
+        schedule=schedule,
+        preprocessing=Preprocessing.coerce(config.preprocessing),
+    )
 
 
 class _Progress:
@@ -353,12 +355,12 @@ def _init_from(model: torch.nn.Module, ema: torch.nn.Module, config: TrainConfig
     from bidsfill.diffusion.weights import load_weights
 
     net, card = load_weights(config.init_from)
-    if card["architecture"] != config.arch or any(
-        card["config"].get(k) != v for k, v in config.network.items() if k != "in_channels"
+    if card.architecture != config.arch or any(
+        card.config.get(k) != v for k, v in config.network.items() if k != "in_channels"
     ):
         raise ValueError(
-            f"{config.init_from} is a {card['architecture']} model with config "
-            f"{card['config']}, not {config.arch} with {config.network}."
+            f"{config.init_from} is a {card.architecture} model with config "
+            f"{card.config}, not {config.arch} with {config.network}."
         )
     state = net.state_dict()
     # More input channels than the start (a conditioning channel added, e.g. --prefill):
@@ -375,14 +377,15 @@ def _init_from(model: torch.nn.Module, ema: torch.nn.Module, config: TrainConfig
             grown = torch.zeros(want, dtype=value.dtype)
             grown[:, : value.shape[1]] = value
             state[key] = grown
-    if config.preprocessing.get("residual") and not card["preprocessing"].get("residual"):
+    residual = Preprocessing.coerce(config.preprocessing).residual_scale is not None
+    if residual and card.preprocessing.residual_scale is None:
         # An image model becomes a residual one: its output layer starts at zero, so the
         # first fill is exactly the prefill and training only ever adds a correction.
         for key in [k for k in state if k.startswith("out.")][-2:]:
             state[key] = torch.zeros_like(state[key])
     model.load_state_dict(state)
     ema.load_state_dict(state)
-    LOGGER.info("Starting from %s (sha256 %s)", config.init_from, card.get("sha256", "")[:12])
+    LOGGER.info("Starting from %s (sha256 %s)", config.init_from, (card.sha256 or "")[:12])
 
 
 def _write_val(path: Path, row: dict[str, Any]) -> None:

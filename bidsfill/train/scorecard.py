@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bidsfill.diffusion.card import ModelCard
 from bidsfill.evaluate.metrics import TISSUES, dice, image_metrics
 from bidsfill.train.validation import ValidationCase
 
@@ -309,13 +310,13 @@ def default_fillers(
 ) -> list[FillerSpec]:
     """Every classical filler, then the model with the CLI's default sampler settings
     (and, with ``adapt_steps``, the model adapted to each scan first)."""
-    from bidsfill.fill.base import CLASSICAL_METHODS
+    from bidsfill.fill.methods import classical_methods
 
     sha = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
     params: dict[str, Any] = {"model": str(model), "device": "cpu", "model_sha": sha}
     if steps:
         params["steps"] = int(steps)
-    fillers = [FillerSpec(m, m) for m in CLASSICAL_METHODS] + [FillerSpec(arch, arch, params)]
+    fillers = [FillerSpec(m, m) for m in classical_methods()] + [FillerSpec(arch, arch, params)]
     if adapt_steps:
         fillers.append(
             FillerSpec(f"{arch}+adapt{adapt_steps}", arch, {**params, "adapt_steps": adapt_steps})
@@ -375,7 +376,7 @@ def make_scorecard_cases(
 
 def run_scorecard(
     model: str | Path,
-    card: dict[str, Any],
+    card: ModelCard | dict[str, Any],
     *,
     bids_dir: str | Path,
     held_out: dict[str, str | None],
@@ -396,9 +397,10 @@ def run_scorecard(
     model still trains: their rows land in the cache and are reused. The card beside ``model`` gets a ``"scorecard"`` entry (the sha256 covers only the
     weights, which are not touched).
     """
+    card = ModelCard.coerce(card)
     volumes = held_out_volumes(bids_dir, held_out, cache_dir)
     cases = make_scorecard_cases(volumes, kinds, real_masks=real_masks, seed=seed)
-    fillers = default_fillers(model, card["architecture"], steps, adapt_steps)
+    fillers = default_fillers(model, card.architecture, steps, adapt_steps)
     if only:
         fillers = [f for f in fillers if f.label in only]
     start = time.perf_counter()
@@ -410,7 +412,7 @@ def run_scorecard(
         cache=None if cache_dir is None else Path(cache_dir) / "scorecard_rows.jsonl",
     )
     summary = summarise(rows)
-    label = card["architecture"]
+    label = card.architecture
     by_kind = {
         kind: summarise([r for r in rows if r["case"].split("#")[1].split(":")[0] == kind])
         for kind in kinds
@@ -448,9 +450,7 @@ def run_scorecard(
         "seconds": round(time.perf_counter() - start, 1),
     }
     card_path = Path(model).with_suffix(".json")
-    full = json.loads(card_path.read_text())
-    full["scorecard"] = entry
-    card_path.write_text(json.dumps(full, indent=2) + "\n")
+    ModelCard.load(card_path).replace(scorecard=entry).save(card_path)
     if tsv is not None:
         keys = ["filler", "case", "volume", "mask_ml", *METRICS, "segmenter", "note"]
         with open(tsv, "w", newline="") as fh:

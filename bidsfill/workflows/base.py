@@ -13,7 +13,8 @@ from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline import engine as pe
 
 from bidsfill.bids.discovery import RunInputs
-from bidsfill.fill.base import CLASSICAL_METHODS
+from bidsfill.diffusion.sampling import SamplingPlan
+from bidsfill.fill.methods import fill_method
 from bidsfill.interfaces.bids import WriteRunDerivatives
 from bidsfill.interfaces.fill import FillLesions
 from bidsfill.interfaces.masks import AlignLesionMask
@@ -21,35 +22,15 @@ from bidsfill.interfaces.report import SubjectReport
 from bidsfill.interfaces.segment import BrainMask, SegmentTissues
 
 __all__ = [
-    "CLASSICAL_METHODS",
     "init_bidsfill_wf",
     "init_fill_run_wf",
     "init_single_subject_wf",
     "method_uses_gpu",
 ]
 
-_DESC = {
-    "nawm": "Lesions were filled with the normal-appearing white matter of a ring around "
-    "each lesion, as in FSL's lesion_filling (Battaglini et al. 2012).",
-    "ring": "Lesions were filled with random draws from the brighter voxels of a dilated "
-    "ring around each lesion, as ANTs' LesionFilling does.",
-    "nonlocal": "Lesions were filled from their border inwards with a patch-based non-local "
-    "means estimate (after Guizard et al. 2015 and Prados et al. 2016).",
-    "fsl": "Lesions were filled with FSL's lesion_filling (Battaglini et al. 2012).",
-}
-
-
 def method_uses_gpu(method: str, device: str) -> bool:
     """Whether the fill node of ``method`` will run on a GPU."""
-    if method in CLASSICAL_METHODS:
-        return False
-    if device.startswith("cuda"):
-        return True
-    if device == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
+    return fill_method(method).uses_gpu(device)
 
 
 def init_fill_run_wf(
@@ -99,7 +80,6 @@ def init_fill_run_wf(
         JSON summary of the run (used by the subject report).
     """
     workflow = pe.Workflow(name=name)
-    workflow.__desc__ = _DESC.get(method, f"Lesions were filled with the `{method}` method.")
     inputnode = pe.Node(
         IdentityInterface(fields=["t1w", "mask", "references", "reference_suffixes"]),
         name="inputnode",
@@ -123,7 +103,7 @@ def init_fill_run_wf(
             omp_nthreads=omp_nthreads,
         ),
         name="fill",
-        mem_gb=4 if method not in CLASSICAL_METHODS else 1,
+        mem_gb=fill_method(method).mem_gb,
         n_procs=omp_nthreads,
     )
     ds_run = pe.Node(
@@ -259,26 +239,16 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
 
     workflow = pe.Workflow(name="bidsfill_wf")
     workflow.base_dir = str(config.execution.work_dir)
-    fill_params: dict[str, Any] = {}
-    if config.workflow.method not in CLASSICAL_METHODS:
-        fill_params = {
-            "sampler": config.workflow.sampler,
-            "eta": config.workflow.eta,
-            "device": config.workflow.device,
-            "feather": config.workflow.feather,
-        }
-        if config.workflow.method == "repaint":
-            fill_params["jump_length"] = config.workflow.jump_length
-            fill_params["jump_n_sample"] = config.workflow.jump_n_sample
-        if config.workflow.steps:
-            fill_params["steps"] = config.workflow.steps
-        if config.workflow.n_samples:
-            fill_params["n_samples"] = config.workflow.n_samples
-        if config.workflow.adapt_steps:
-            fill_params["adapt_steps"] = config.workflow.adapt_steps
-        if config.workflow.model:
-            fill_params["model"] = str(config.workflow.model)
-    use_gpu = method_uses_gpu(config.workflow.method, config.workflow.device)
+    wf = config.workflow
+    # The sampling, decided once here; the fill node resolves it against the model card.
+    plan = SamplingPlan(
+        sampler=wf.sampler, steps=wf.steps, eta=wf.eta, n_samples=wf.n_samples,
+        device=wf.device, jump_length=wf.jump_length, jump_n_sample=wf.jump_n_sample,
+        feather=wf.feather, adapt_steps=wf.adapt_steps,
+    )  # fmt: skip
+    method = fill_method(wf.method)
+    fill_params = method.fill_params(plan, wf.model)
+    use_gpu = method.uses_gpu(wf.device)
     by_subject: dict[str, list[RunInputs]] = {}
     for run in runs:
         if run.mask is not None:

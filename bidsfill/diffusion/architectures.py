@@ -1,0 +1,174 @@
+"""One spec per network architecture: its network, its layout and how its crops are made.
+
+Everything that differs between architectures is a field or method of
+:class:`ArchitectureSpec`, so no other module tests an architecture's name and adding
+an architecture means adding one entry to :data:`SPECS`.
+
+Layouts: volumes are ``(X, Y, Z)`` with Z axial. Slice models see ``(C, Z, X, Y)``
+(axial slices first; windows of consecutive slices share one timestep); the wavelet
+model sees the 8 Haar sub-bands of each channel at half resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from bidsfill.diffusion.networks import Pseudo3DUNet, WaveletUNet
+from bidsfill.diffusion.wavelets import dwt3d, idwt3d
+
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_CONFIGS",
+    "SPECS",
+    "ArchitectureSpec",
+    "build_network",
+    "get_architecture",
+    "spatial_divisor",
+]
+
+#: Network config keys a card may set (the constructor arguments of every network).
+CONFIG_KEYS = ("in_channels", "out_channels", "channels", "num_res_blocks", "norm_num_groups")
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """What the engine needs to know about one architecture.
+
+    Args:
+        name: the model card's "architecture" value.
+        network: builds the network from the card's config (keywords of CONFIG_KEYS).
+        default_config: config values a card may leave out.
+        bands: network channels per image channel (8 Haar sub-bands for wavelets).
+        downsample: image voxels per network voxel along each axis.
+        slices: the network sees windows of axial slices (``(C, Z, X, Y)``), so crops
+            need only be divisible in-plane and at least one window deep.
+        patch_size: default training patch ``(X, Y, Z)``.
+        window, window_overlap: default z-window of slice models (None otherwise).
+    """
+
+    name: str
+    network: Callable[..., nn.Module]
+    default_config: dict[str, Any]
+    bands: int = 1
+    downsample: int = 1
+    slices: bool = True
+    patch_size: tuple[int, int, int] = (64, 64, 8)
+    window: int | None = 8
+    window_overlap: int | None = 4
+    network_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    # -- network ----------------------------------------------------------------------
+    def build(self, **config: Any) -> nn.Module:
+        """The network from a card's config; missing keys take :attr:`default_config`."""
+        cfg = {**self.default_config, **config}
+        unknown = set(cfg) - set(CONFIG_KEYS)
+        if unknown:
+            raise ValueError(f"Unknown config keys for {self.name}: {sorted(unknown)}.")
+        return self.network(**cfg, **self.network_kwargs)
+
+    def is_conditional(self, in_channels: int) -> bool:
+        """True when the network takes conditioning channels after x_t."""
+        return int(in_channels) > self.bands
+
+    def channels_for(self, n_conditions: int) -> dict[str, int]:
+        """``in_channels``/``out_channels`` of a network with ``n_conditions`` conditioning
+        images after x_t (0: unconditional)."""
+        return {"in_channels": (1 + n_conditions) * self.bands, "out_channels": self.bands}
+
+    # -- geometry ---------------------------------------------------------------------
+    def spatial_divisor(self, config: dict[str, Any]) -> int:
+        """Image-space size multiple a crop must be padded to for this network."""
+        levels = len(config.get("channels", self.default_config["channels"]))
+        return 2 ** (levels - 1) * self.downsample
+
+    def crop_divisor(self, config: dict[str, Any]) -> tuple[int, int, int]:
+        """Per-axis size multiple of a crop (slice models: any depth)."""
+        d = self.spatial_divisor(config)
+        return (d, d, 1) if self.slices else (d, d, d)
+
+    def min_crop(self, config: dict[str, Any], window: int | None) -> tuple[int, int, int]:
+        """Smallest crop: one divisor in-plane, and one z-window deep for slice models."""
+        d = self.spatial_divisor(config)
+        return (d, d, int(window)) if self.slices else (d, d, d)
+
+    # -- layout -----------------------------------------------------------------------
+    @property
+    def voxelwise(self) -> bool:
+        """The network layout is a permutation of image voxels: image-unit clipping and
+        RePaint's known mask apply in it directly (not so for wavelet sub-bands)."""
+        return self.bands == 1 and self.downsample == 1
+
+    def to_network(self, channels: torch.Tensor) -> torch.Tensor:
+        """``(C, X, Y, Z)`` image channels -> the network's layout (no batch axis)."""
+        if self.slices:
+            return channels.movedim(-1, 1).contiguous()
+        return dwt3d(channels[None])[0]
+
+    def from_network(self, out: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """``(N, C, ...)`` network output -> ``(N, C', X, Y, Z)`` image channels."""
+        if self.slices:
+            return out.movedim(2, -1)
+        return idwt3d(out, shape)
+
+
+SPECS: dict[str, ArchitectureSpec] = {
+    spec.name: spec
+    for spec in (
+        ArchitectureSpec(
+            "pseudo3d",
+            Pseudo3DUNet,
+            {"in_channels": 3, "out_channels": 1, "channels": [16, 32, 64],
+             "num_res_blocks": 1, "norm_num_groups": 8},
+            network_kwargs={"z_conv": True},
+        ),
+        ArchitectureSpec(
+            "slicewise",
+            Pseudo3DUNet,
+            {"in_channels": 3, "out_channels": 1, "channels": [16, 32, 64],
+             "num_res_blocks": 1, "norm_num_groups": 8},
+            network_kwargs={"z_conv": False},
+        ),
+        ArchitectureSpec(
+            "wdm3d",
+            WaveletUNet,
+            {"in_channels": 24, "out_channels": 8, "channels": [16, 32, 64],
+             "num_res_blocks": 1, "norm_num_groups": 8},
+            bands=8,
+            downsample=2,
+            slices=False,
+            patch_size=(32, 32, 32),
+            window=None,
+            window_overlap=None,
+        ),
+    )
+}  # fmt: skip
+
+ARCHITECTURES = tuple(SPECS)
+
+#: Default configs; small enough to fill a demo subject on 2 CPU cores in about a minute.
+DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {n: s.default_config for n, s in SPECS.items()}
+
+
+def get_architecture(arch: str | ArchitectureSpec) -> ArchitectureSpec:
+    """The spec of a model card's architecture name."""
+    if isinstance(arch, ArchitectureSpec):
+        return arch
+    try:
+        return SPECS[arch]
+    except KeyError:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {ARCHITECTURES}.") from None
+
+
+def build_network(arch: str, **config: Any) -> nn.Module:
+    """Build a network from its model-card architecture name and config."""
+    return get_architecture(arch).build(**config)
+
+
+def spatial_divisor(arch: str, config: dict[str, Any]) -> int:
+    """Image-space size multiple a crop must be padded to for this network."""
+    return get_architecture(arch).spatial_divisor(config)
