@@ -5,6 +5,13 @@ child is the peak of the whole run) for each method given, on demo subject ``sub
 session 1, and writes the table to the "## Participant run" section of RESULTS.md.
 
     python benchmarks/bench_participant.py [--methods nawm ring nonlocal]
+
+With ``--contention`` it instead runs the default method with the default options (every
+core this process may use, MultiProc, ``--omp-nthreads`` from them), alone and then beside
+a CPU hog of one core, and records both times, their ratio and the load average before
+each in the "## Participant run under contention" section (issue 13's goal: <= 2.5x).
+
+    python benchmarks/bench_participant.py --contention
 """
 
 from __future__ import annotations
@@ -35,11 +42,17 @@ def _machine() -> str:
             f"{load} (above 2: the cores were shared and seconds are contended)")  # fmt: skip
 
 
-def run_once(bids: Path, deriv: Path, method: str, tmp: Path) -> tuple[float, float, int]:
-    out, work = tmp / f"out-{method}", tmp / f"work-{method}"
+def run_once(
+    bids: Path, deriv: Path, method: str | None, tmp: Path, tag: str = "", nprocs: bool = True
+) -> tuple[float, float, int]:
+    out, work = tmp / f"out-{method}{tag}", tmp / f"work-{method}{tag}"
     cmd = [sys.executable, "-m", "bidsfill", str(bids), str(out), "participant",
            "--participant-label", "01", "--session-label", "1", "--derivatives", str(deriv),
-           "--method", method, "--nprocs", "1", "-w", str(work)]  # fmt: skip
+           "-w", str(work)]  # fmt: skip
+    if method:
+        cmd += ["--method", method]
+    if nprocs:
+        cmd += ["--nprocs", "1"]
     # A wrapper process per run: RUSAGE_CHILDREN is the largest child ever waited for, so
     # only a fresh parent gives this run's own peak.
     wrapper = (
@@ -59,7 +72,12 @@ def run_once(bids: Path, deriv: Path, method: str, tmp: Path) -> tuple[float, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["nawm", "ring", "nonlocal", "pseudo3d"])
+    parser.add_argument("--contention", action="store_true",
+                        help="default run alone and beside a one-core CPU hog")  # fmt: skip
     args = parser.parse_args()
+    if args.contention:
+        contention()
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bidsfill-bench-"))
     try:
         demo = make_demo_dataset(tmp / "demo", seed=0)
@@ -89,6 +107,59 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     write_section(Path(__file__).with_name("RESULTS.md"), "Participant run", text)
+
+
+def _hog(stop) -> None:  # noqa: ANN001
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+def contention() -> None:
+    """The default participant run alone, then beside a busy process on one core."""
+    import multiprocessing as mp
+
+    tmp = Path(tempfile.mkdtemp(prefix="bidsfill-bench-"))
+    rows = []
+    try:
+        demo = make_demo_dataset(tmp / "demo", seed=0)
+        for tag in ("alone", "beside a 1-core hog"):
+            stop = mp.Event()
+            hog = mp.Process(target=_hog, args=(stop,)) if tag != "alone" else None
+            if hog:
+                hog.start()
+            load = os.getloadavg()[0]
+            try:
+                seconds, peak, code = run_once(demo.bids, demo.lesions, None, tmp,
+                                               tag=tag[:5], nprocs=False)  # fmt: skip
+            finally:
+                if hog:
+                    stop.set()
+                    hog.join()
+            rows.append((tag, load, seconds, code))
+            print(f"{tag}: {seconds:.1f} s (load {load:.1f}), exit {code}", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratio = rows[1][2] / rows[0][2]
+    lines = [
+        f"`python benchmarks/bench_participant.py --contention` ({date.today()}): the demo's "
+        "sub-01 ses-1 through the whole participant workflow with the default options (no "
+        f"--nprocs: the {len(os.sched_getaffinity(0))} cores this process may use, MultiProc; "
+        "--omp-nthreads from them; the default method and its card's sampling), alone and "
+        "then beside a CPU hog of one core. Every node's threads (torch, ITK) follow "
+        "--omp-nthreads, and Nipype counts them against --nprocs.",
+        "",
+        f"Machine: {_machine()}.",
+        "",
+        "| run | 1-min load before | wall seconds | exit |",
+        "|---|---:|---:|---:|",
+        *(f"| {t} | {ld:.1f} | {s:.1f} | {c} |" for t, ld, s, c in rows),
+        "",
+        f"Ratio beside the hog / alone: **{ratio:.2f}x** (issue 13's goal: at most 2.5x).",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    write_section(Path(__file__).with_name("RESULTS.md"), "Participant run under contention",
+                  text)  # fmt: skip
 
 
 def _card_sampling() -> str:

@@ -21,7 +21,19 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["execution", "workflow", "nipype", "seeds", "dumps", "load", "to_filename", "reset"]
+__all__ = [
+    "OPTIONS",
+    "dumps",
+    "execution",
+    "from_options",
+    "load",
+    "nipype",
+    "option_defaults",
+    "reset",
+    "seeds",
+    "to_filename",
+    "workflow",
+]
 
 
 class _Section:
@@ -84,6 +96,10 @@ class execution(_Section):
     """Do not validate the input dataset."""
     reports_only: bool = False
     """Rebuild reports from existing outputs only."""
+    boilerplate_only: bool = False
+    """Write the citation boilerplate of the planned run and stop."""
+    clean_workdir: bool = False
+    """Empty the work directory before the run starts (no reuse of cached results)."""
     run_uuid: str = ""
     """Identifier of this run (date and a random part), naming ``log/<run_uuid>``."""
     cmdline: list[str] = []
@@ -147,6 +163,8 @@ class nipype(_Section):
     """GPU fill nodes that may run at once."""
     stop_on_first_crash: bool = False
     """Stop the whole run at the first crashed node."""
+    resource_monitor: bool = False
+    """Measure each node's peak memory and CPU (Nipype's resource monitor) and log them."""
 
 
 class seeds(_Section):
@@ -157,6 +175,65 @@ class seeds(_Section):
 
 
 _SECTIONS = {"execution": execution, "workflow": workflow, "nipype": nipype, "seeds": seeds}
+
+#: Command-line option (argparse ``dest``) -> the (section, setting) it sets one to one.
+#: ``from_options`` fills the config from it, and ``--config-file`` reads it backwards;
+#: settings derived from several options (threads, GPUs, plugin) are set in the CLI.
+OPTIONS: dict[str, tuple[str, str]] = {
+    **{dest: ("execution", dest) for dest in (
+        "analysis_level", "participant_label", "session_label", "derivatives",
+        "bids_filter_file", "skip_bids_validation", "reports_only", "boilerplate_only",
+        "clean_workdir")},
+    "verbose_count": ("execution", "verbosity"),
+    **{dest: ("workflow", dest) for dest in (
+        "method", "dilate", "mask_threshold", "allow_large_masks", "sampler", "steps", "eta",
+        "n_samples", "adapt_steps", "model", "device", "feather", "jump_length",
+        "jump_n_sample", "skip_segmentation")},
+    "omp_nthreads": ("nipype", "omp_nthreads"),
+    "nprocs": ("nipype", "nprocs"),
+    "mem_gb": ("nipype", "mem_gb"),
+    "gpus": ("nipype", "n_gpu_procs"),
+    "stop_on_first_crash": ("nipype", "stop_on_first_crash"),
+    "resource_monitor": ("nipype", "resource_monitor"),
+    "seed": ("seeds", "master"),
+}  # fmt: skip
+
+#: Settings a config file records about the run that wrote it, not choices for a new run.
+RUN_RECORD = {
+    "execution": {"bids_dir", "output_dir", "work_dir", "log_dir", "analysis_level",
+                  "bids_filters", "reports_only", "boilerplate_only", "run_uuid", "cmdline",
+                  "version", "verbosity"},
+    "nipype": {"plugin", "plugin_args"},
+}  # fmt: skip
+
+
+def from_options(options: dict[str, Any]) -> None:
+    """Set every one-to-one setting from parsed options (``vars(opts)``) in one call."""
+    for dest, (section, key) in OPTIONS.items():
+        if dest in options:
+            value = options[dest]
+            setattr(_SECTIONS[section], key, list(value) if isinstance(value, list) else value)
+
+
+def option_defaults(path: str | Path) -> dict[str, Any]:
+    """Option values (by argparse ``dest``) from a config file, for ``--config-file``.
+
+    Raises ``ValueError`` naming the first unknown section or setting; the settings that
+    only record the earlier run (its paths, uuid, command line) are skipped.
+    """
+    settings = tomllib.loads(Path(path).read_text())
+    by_setting = {where: dest for dest, where in OPTIONS.items()}
+    out: dict[str, Any] = {}
+    for name, values in settings.items():
+        if name not in _SECTIONS or not isinstance(values, dict):
+            raise ValueError(f"it has an unknown section [{name}]")
+        for key, value in values.items():
+            if key in RUN_RECORD.get(name, ()):
+                continue
+            if (name, key) not in by_setting:
+                raise ValueError(f"[{name}] has an unknown setting {key!r}")
+            out[by_setting[name, key]] = value
+    return out
 
 
 def reset() -> None:

@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     g_perf.add_argument("--gpus", type=nonneg, default=None, metavar="N",
                         help="GPU fills that may run at once (Nipype n_gpu_procs; default: "
                              "the CUDA devices this process may use, 0 without a GPU)")  # fmt: skip
+    g_perf.add_argument("--resource-monitor", action="store_true",
+                        help="measure each node's peak memory and CPU (Nipype's resource "
+                             "monitor) into sub-<label>/log/<run>/resource_monitor.jsonl")  # fmt: skip
     g_perf.add_argument("--use-plugin", type=exists, default=None, metavar="FILE",
                         help="Nipype plugin configuration (YAML: plugin, plugin_args)")  # fmt: skip
 
@@ -248,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     g_other = parser.add_argument_group("Other options")
     g_other.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
                          help="working directory; rerunning with the same one resumes")  # fmt: skip
+    g_other.add_argument("--clean-workdir", action="store_true",
+                         help="empty the work directory before the run (nothing cached is "
+                              "reused); not while another run uses it")  # fmt: skip
+    g_other.add_argument("--config-file", type=exists, default=None, metavar="FILE",
+                         help="settings from a bidsfill TOML config, such as the bidsfill.toml "
+                              "a run leaves in sub-<label>/log/<run>/; options given on the "
+                              "command line win")  # fmt: skip
     g_other.add_argument("--stop-on-first-crash", action="store_true",
                          help="stop at the first crashed node")  # fmt: skip
     g_other.add_argument("--reports-only", action="store_true",

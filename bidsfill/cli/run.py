@@ -102,41 +102,19 @@ def _set_config(opts, argv: list[str]) -> None:
     from bidsfill.cli import config
 
     config.reset()
+    config.from_options(vars(opts))
     ex, wf, ny = config.execution, config.workflow, config.nipype
     ex.bids_dir = opts.bids_dir
     ex.output_dir = opts.output_dir.expanduser().resolve()
     ex.work_dir = opts.work_dir.expanduser().resolve()
-    ex.analysis_level = opts.analysis_level
-    ex.participant_label = list(opts.participant_label)
-    ex.session_label = list(opts.session_label)
-    ex.derivatives = list(opts.derivatives)
-    ex.bids_filter_file = opts.bids_filter_file
-    ex.skip_bids_validation = opts.skip_bids_validation
-    ex.reports_only = opts.reports_only
     ex.run_uuid = config.new_run_uuid()
     ex.cmdline = list(argv)
     ex.version = __version__
-    ex.verbosity = opts.verbose_count
-    wf.method = opts.method
-    wf.dilate = opts.dilate
-    wf.mask_threshold = opts.mask_threshold
-    wf.allow_large_masks = opts.allow_large_masks
-    wf.sampler = opts.sampler
-    wf.steps = opts.steps
-    wf.eta = opts.eta
-    wf.n_samples = opts.n_samples
-    wf.adapt_steps = opts.adapt_steps
     wf.model = str(opts.model) if opts.model else None
-    wf.device = opts.device
-    wf.feather = opts.feather
-    wf.jump_length = opts.jump_length
-    wf.jump_n_sample = opts.jump_n_sample
-    wf.skip_segmentation = opts.skip_segmentation
     # The cores this process may use (a cgroup/taskset/SLURM allocation), not the machine's.
     nprocs = opts.nprocs or len(os.sched_getaffinity(0)) or 1
     ny.nprocs = nprocs
     ny.omp_nthreads = opts.omp_nthreads or min(8, nprocs)
-    ny.mem_gb = opts.mem_gb
     # Only the GPUs there are: a default of 1 made Nipype warn on every CPU machine. An
     # explicit --device cuda keeps one slot, so GPU fills are never left uncounted.
     ny.n_gpu_procs = opts.gpus
@@ -144,7 +122,6 @@ def _set_config(opts, argv: list[str]) -> None:
         ny.n_gpu_procs = cuda_device_count()
         if opts.device.startswith("cuda"):
             ny.n_gpu_procs = max(1, ny.n_gpu_procs)
-    ny.stop_on_first_crash = opts.stop_on_first_crash
     ny.plugin = "Linear" if nprocs == 1 else "MultiProc"
     ny.plugin_args = {}
     if opts.use_plugin:
@@ -163,7 +140,6 @@ def _set_config(opts, argv: list[str]) -> None:
             )
         ny.plugin = plugin["plugin"]
         ny.plugin_args = dict(plugin.get("plugin_args") or {})
-    config.seeds.master = opts.seed
     if opts.device not in ("auto", "cpu", "cuda") and not opts.device.startswith("cuda:"):
         raise BidsfillExit(f"--device must be auto, cpu, cuda or cuda:N, not {opts.device!r}.",
                            ExitCode.USAGE)  # fmt: skip
@@ -394,6 +370,28 @@ def _clean_failed_run(out_dir: Path, subjects: list[str], unwritten: list[Path])
             path.unlink()
 
 
+def _clean_workdir(work_dir: Path, out_dir: Path, bids_dir: Path) -> None:
+    """``--clean-workdir``: empty the work directory, never what it holds of the user's."""
+    import shutil
+
+    for path, what in ((out_dir, "output directory"), (bids_dir, "input BIDS directory")):
+        if _inside(path, work_dir):
+            raise BidsfillExit(
+                f"--clean-workdir would delete the {what} {path}, which is inside the work "
+                f"directory {work_dir}; choose another -w.",
+                ExitCode.USAGE,
+            )
+    if not work_dir.is_dir():
+        return
+    LOGGER.warning("Emptying the work directory %s (--clean-workdir).", work_dir)
+    with _writing(work_dir):
+        for child in work_dir.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
 def _run_group() -> int:
     from bidsfill.cli import config
     from bidsfill.report.group import write_group_table
@@ -448,6 +446,8 @@ def _run_participant() -> int:
 
     out_dir, work_dir = Path(ex.output_dir), Path(ex.work_dir)
     subjects = sorted({r.subject for r in runs if r.mask is not None})
+    if ex.clean_workdir:
+        _clean_workdir(work_dir, out_dir, Path(ex.bids_dir))
     with _writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -463,6 +463,7 @@ def _run_participant() -> int:
     from nipype import config as ncfg
     from nipype import logging as nlogging
 
+    from bidsfill.cli.progress import RESOURCE_LOG, NodeProgress
     from bidsfill.workflows.base import init_bidsfill_wf
 
     ny = config.nipype
@@ -473,14 +474,20 @@ def _run_participant() -> int:
             "hash_method": "content",
             "remove_unnecessary_outputs": False,
         },
-        "monitoring": {"enabled": False},
+        "monitoring": {"enabled": ny.resource_monitor, "sample_frequency": "0.5"},
     })  # fmt: skip
+    if ny.resource_monitor:
+        ncfg.enable_resource_monitor()  # needs psutil, a dependency of bidsfill
     level = logging.INFO if ex.verbosity else logging.CRITICAL
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         nlogging.getLogger(name).setLevel(level)
     os.environ.setdefault("OMP_NUM_THREADS", str(ny.omp_nthreads))
     workflow = init_bidsfill_wf(runs, warnings)
     plugin_args = dict(ny.plugin_args)
+    logs = {f"sub-{s}": out_dir / f"sub-{s}" / "log" / ex.run_uuid / RESOURCE_LOG for s in subjects}
+    plugin_args.setdefault(
+        "status_callback", NodeProgress(resource_logs=logs if ny.resource_monitor else None)
+    )
     if ny.plugin == "MultiProc":
         plugin_args.setdefault("n_procs", ny.nprocs)
         plugin_args.setdefault("n_gpu_procs", ny.n_gpu_procs)
@@ -502,6 +509,9 @@ def _run_participant() -> int:
                    config.workflow.method, ex.run_uuid)  # fmt: skip
     try:
         workflow.run(plugin=ny.plugin, plugin_args=plugin_args)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run() stops the workers
+        _clean_failed_run(out_dir, subjects, [])
+        raise
     except Exception as err:  # Nipype raises RuntimeError listing crashed nodes
         crashes = sorted(out_dir.glob(f"sub-*/log/{ex.run_uuid}/crash-*"))
         # A full disk leaves crash files that Nipype opened but could not write.
@@ -565,11 +575,116 @@ def _quiet_library_warnings(shown: Callable[..., None]) -> Callable[..., None]:
     return _show
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or ``docker stop``'s), handled like Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame) -> None:  # noqa: ANN001
+    raise _Terminated(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into an exception in the main thread while bidsfill runs."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers(before: set[int]) -> int:
+    """Stop the processes this run started (MultiProc workers, their forkserver).
+
+    A Ctrl-C reaches the workers too, SIGTERM only this process; either way the pool's
+    workers must not outlive the run (they would go on filling for minutes). Processes
+    that were children before the run (``before``) are left alone.
+    """
+    import psutil
+
+    # The pool's management thread logs the workers' deaths with a traceback each.
+    logging.getLogger("concurrent.futures").disabled = True
+    try:
+        mine = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        # multiprocessing's resource tracker ends with this process and frees the pool's
+        # semaphores then; killed now, it would relaunch and print KeyErrors.
+        mine = [p for p in mine if "resource_tracker" not in " ".join(p.cmdline())]
+    except psutil.Error:
+        return 0
+    for proc in mine:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=5)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return len(mine)
+
+
+def _children() -> set[int]:
+    import psutil
+
+    try:
+        return {p.pid for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def _with_config_file(parser, path: Path, argv: list[str]):  # noqa: ANN001, ANN202
+    """Parse again with a config file's settings as defaults: the command line wins.
+
+    Each value goes through its option's own validator (a ``dilate = 60`` is refused as
+    ``--dilate 60`` is).
+    """
+    from bidsfill.cli import config
+
+    try:
+        values = config.option_defaults(path)
+    except (ValueError, OSError) as err:  # tomllib.TOMLDecodeError is a ValueError
+        parser.error(f"--config-file {path} cannot be used: {err}.")
+    actions = {action.dest: action for action in parser._actions}
+    defaults = {}
+    for dest, value in values.items():
+        action = actions[dest]
+        if value is not None and action.type is not None:
+            convert = action.type
+            value = [convert(str(v)) for v in value] if isinstance(value, list) else convert(str(value))
+        if action.choices is not None and value not in action.choices:
+            parser.error(f"--config-file {path}: {value!r} is not a choice of "
+                         f"{'/'.join(action.option_strings)}.")  # fmt: skip
+        defaults[dest] = value
+    parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run bidsfill with ``argv`` (without the program name); return the exit code."""
-    with warnings.catch_warnings():  # restored on return (tests call run() many times)
+    # warnings restored on return (tests call run() many times)
+    with warnings.catch_warnings(), _sigterm_interrupts():
         warnings.showwarning = _quiet_library_warnings(warnings.showwarning)
-        return _run(argv)
+        before = _children()
+        try:
+            return _run(argv)
+        except KeyboardInterrupt as exc:
+            import signal
+
+            signum = getattr(exc, "signum", signal.SIGINT)
+            stopped = _stop_workers(before)
+            what = f" and stopped {stopped} worker process(es)" if stopped else ""
+            print(f"bidsfill: interrupted by {signal.Signals(signum).name}{what}; "
+                  "rerun with the same work directory to resume.", file=sys.stderr)  # fmt: skip
+            return 128 + int(signum)
 
 
 def _run(argv: list[str] | None) -> int:
@@ -581,6 +696,8 @@ def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         opts = parser.parse_args(argv)
+        if opts.config_file:
+            opts = _with_config_file(parser, opts.config_file, argv)
     except SystemExit as exc:  # argparse already printed its message
         return int(exc.code or 0)
     if opts.verbose_count:
@@ -600,9 +717,6 @@ def _run(argv: list[str] | None) -> int:
     except BidsfillExit as exc:
         print(f"bidsfill: error: {exc.message}", file=sys.stderr)
         return int(exc.code)
-    except KeyboardInterrupt:
-        print("bidsfill: interrupted.", file=sys.stderr)
-        return int(ExitCode.FAILURE)
 
 
 def main() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from nipype.interfaces.base import (
@@ -17,6 +21,34 @@ from nipype.interfaces.base import (
 from bidsfill.fill import fill_image
 from bidsfill.fill.methods import fill_method
 from bidsfill.io.nifti import load_image, load_mask, write_like
+
+
+@contextlib.contextmanager
+def _crop_progress_on_terminal(label: str) -> Iterator[None]:
+    """Show the fill's crop progress (crops done, ETA) when stderr is a terminal.
+
+    The fill logs it at INFO level, which the default console hides; the node may run in a
+    MultiProc worker, whose logging is not the CLI's. On a terminal this process prints
+    those lines itself, prefixed with the subject's file; in a log file they stay hidden
+    (the CLI prints one line per node there).
+    """
+    logger = logging.getLogger("bidsfill.fill.diffusion")
+    if not sys.stderr.isatty() or logger.isEnabledFor(logging.INFO):
+        yield  # no terminal, or -v already shows them
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s bidsfill: {label}: %(message)s",
+                                           datefmt="%H:%M:%S"))  # fmt: skip
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the root handler would print them a second time
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 class _FillLesionsInputSpec(BaseInterfaceInputSpec):
@@ -52,15 +84,17 @@ class FillLesions(SimpleInterface):
             params.setdefault("omp_nthreads", self.inputs.omp_nthreads)
             if not self.inputs.use_gpu:  # no GPU slot was counted for this node
                 params["device"] = "cpu"
-        result = fill_image(
-            t1w.data,
-            inside,
-            method=self.inputs.method,
-            zooms=t1w.zooms,
-            seed=self.inputs.seed,
-            affine=t1w.affine,
-            **params,
-        )
+        label = Path(self.inputs.t1w).name.split(".")[0]
+        with _crop_progress_on_terminal(label):
+            result = fill_image(
+                t1w.data,
+                inside,
+                method=self.inputs.method,
+                zooms=t1w.zooms,
+                seed=self.inputs.seed,
+                affine=t1w.affine,
+                **params,
+            )
         out_file = Path(runtime.cwd) / "filled_T1w.nii.gz"
         write_like(t1w.img, out_file, values=result.filled, inside=inside)
         if result.std is not None:
