@@ -275,3 +275,25 @@ def test_terminal_shows_nodes_and_crop_progress_from_the_worker(tiny_bids, tmp_p
              if "sub-01_ses-1_T1w: Diffusion fill: crop" in line]  # fmt: skip
     assert crops, out
     assert "left" in crops[-1]
+
+
+# --- each node's threads are counted against --nprocs ------------------------------------
+
+
+@pytest.mark.parametrize("omp", [1, 3])
+def test_nodes_claim_the_threads_they_use(tiny_bids, tmp_path, omp):
+    """A node that runs ``omp_nthreads`` threads (torch, ITK) asks MultiProc for as many
+    slots; the others run one thread and ask for one."""
+    from bidsfill.bids.discovery import discover, load_layout
+    from bidsfill.workflows.base import init_fill_run_wf
+
+    runs, _ = discover(load_layout(tiny_bids, validate=False), participant_label=["01"])
+    wf = init_fill_run_wf(run=runs[0], bids_dir=tiny_bids, output_dir=tmp_path / "out",
+                          method="pseudo3d", seed=0, omp_nthreads=omp)  # fmt: skip
+    for name in wf.list_node_names():
+        node = wf.get_node(name)
+        threads = getattr(node.inputs, "omp_nthreads", None)
+        expected = omp if isinstance(threads, int) else 1
+        assert node.n_procs == expected, (name, node.n_procs, threads)
+        if isinstance(threads, int):
+            assert threads == omp, name
