@@ -12,7 +12,7 @@ from bidsfill.diffusion.architectures import ARCHITECTURES, build_network, get_a
 from bidsfill.diffusion.card import CARD_VERSION, ModelCard, Preprocessing, default_preprocessing
 from bidsfill.diffusion.sampling import DEFAULT_STEPS, SamplingPlan
 from bidsfill.diffusion.schedules import NoiseSchedule
-from bidsfill.diffusion.weights import load_weights, save_weights
+from bidsfill.diffusion.weights import default_model_path, load_weights, save_weights
 from bidsfill.fill.methods import FILL_METHODS, classical_methods, fill_method
 from bidsfill.references import REFERENCES
 
@@ -30,6 +30,14 @@ def test_shipped_version_1_cards_load_and_round_trip(path):
     # Nothing is lost or changed: the dict written back is the one read, plus a version.
     assert card.to_dict() == {**data, "card_version": CARD_VERSION}
     assert ModelCard.from_dict(card.to_dict()).to_dict() == card.to_dict()
+
+
+def test_shipped_weights_load_through_the_wrapped_monai_block():
+    # The resnet block is MONAI's behind one method; its state-dict keys must not move.
+    net, card = load_weights(default_model_path("pseudo3d"))
+    assert any(k.endswith("block.time_emb_proj.weight") for k in net.state_dict())
+    x = torch.zeros(1, card.config["in_channels"], 2, 8, 8)
+    assert net(x, torch.tensor([3])).shape == (1, 1, 2, 8, 8)
 
 
 def test_a_minimal_old_card_loads_with_the_old_defaults():

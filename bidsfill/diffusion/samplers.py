@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bidsfill.diffusion.sampling import SAMPLERS
+from bidsfill.diffusion.sampling import DEFAULT_STEPS, SAMPLERS
 from bidsfill.diffusion.schedules import NoiseSchedule
 
 __all__ = [
@@ -292,7 +292,7 @@ def sample(
             model,
             schedule,
             shape,
-            steps=steps or 50,
+            steps=steps or DEFAULT_STEPS,
             eta=eta,
             generator=generator,
             device=device,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bidsfill.diffusion.card import ModelCard
 from bidsfill.train.dataset import InpaintingDataset, TrainVolume
 
 __all__ = ["ValidationCase", "make_cases", "masked_psnr", "masked_ssim", "score_fill", "validate"]
@@ -115,7 +116,7 @@ def classical_scores(cases: list[ValidationCase], method: str = "nawm") -> list[
 @torch.no_grad()
 def validate(
     net: torch.nn.Module,
-    card: dict[str, Any],
+    card: ModelCard | dict[str, Any],
     cases: list[ValidationCase],
     *,
     steps: int = 10,
