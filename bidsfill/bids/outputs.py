@@ -118,28 +118,29 @@ class Output:
     optional: bool = False
 
 
+def _segmentation_rows(desc: str, image: str) -> tuple[Output, ...]:
+    """The dseg, and a probseg per class (GM, WM, CSF: the dseg order), of one image."""
+    dseg = Output(f"dseg_{desc}", {"desc": desc}, "dseg", input=f"dseg_{desc}", optional=True,
+                  metadata=(_skull, _segmentation(desc)), sources=(image,))  # fmt: skip
+    return dseg, *(
+        Output(f"probseg_{desc}_{name}", {"label": name, "desc": desc}, "probseg",
+               input=f"probseg_{desc}", index=i, metadata=(_skull, _segmenter(desc)),
+               sources=(image,), optional=True)
+        for i, name in enumerate(LABELS)
+    )  # fmt: skip
+
+
 _STD = "Voxelwise standard deviation of the independent diffusion fills."
-_IMAGE = {"orig": "raw", "filled": "filled"}  # what each segmentation was computed on
 
 OUTPUTS: tuple[Output, ...] = (
-    Output("filled", {"desc": "filled"}, "T1w", "filled",
-           (_skull, _fill, _lesion), ("raw", "mask")),
-    Output("fillstd", {"desc": "fillstd"}, "T1w", "fill_std",
-           (_skull, _fixed(Description=_STD)), ("raw", "mask"), optional=True),
-    Output("mask", {"label": "lesion"}, "mask", "mask",
-           (_fixed(Type="Lesion"), _raw_mask, _lesion), ("lesion", "raw")),
-    *(
-        row
-        for desc, image in _IMAGE.items()
-        for row in (
-            Output(f"dseg_{desc}", {"desc": desc}, "dseg", f"dseg_{desc}",
-                   (_skull, _segmentation(desc)), (image,), optional=True),
-            *(Output(f"probseg_{desc}_{name}", {"label": name, "desc": desc}, "probseg",
-                     f"probseg_{desc}", (_skull, _segmenter(desc)), (image,), index=i,
-                     optional=True)
-              for i, name in enumerate(LABELS)),  # GM, WM, CSF: the BIDS dseg order
-        )
-    ),
+    Output("filled", {"desc": "filled"}, "T1w", input="filled",
+           metadata=(_skull, _fill, _lesion), sources=("raw", "mask")),
+    Output("fillstd", {"desc": "fillstd"}, "T1w", input="fill_std",
+           metadata=(_skull, _fixed(Description=_STD)), sources=("raw", "mask"), optional=True),
+    Output("mask", {"label": "lesion"}, "mask", input="mask",
+           metadata=(_fixed(Type="Lesion"), _raw_mask, _lesion), sources=("lesion", "raw")),
+    *_segmentation_rows("orig", image="raw"),
+    *_segmentation_rows("filled", image="filled"),
 )  # fmt: skip
 _ROWS = {row.key: row for row in OUTPUTS}
 
