@@ -94,7 +94,10 @@ def test_participant_run_prints_one_line_per_node(tiny_bids, tmp_path, capsys):
 # --- --resource-monitor ------------------------------------------------------------------
 
 
-def test_resource_monitor_records_each_node(tiny_bids, tmp_path, capsys):
+def test_resource_monitor_records_each_node(tiny_bids, tmp_path, capsys, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
     code = run(_args(tiny_bids, tmp_path, "--method", "nawm", "--nprocs", "1",
                      "--skip-segmentation", "--resource-monitor"))  # fmt: skip
     assert code == 0, capsys.readouterr().err
@@ -105,6 +108,7 @@ def test_resource_monitor_records_each_node(tiny_bids, tmp_path, capsys):
     assert len(fill) == 1
     assert fill[0]["mem_peak_gb"] is not None and fill[0]["mem_peak_gb"] > 0
     assert fill[0]["seconds"] >= 0
+    assert not list(here.iterdir())  # the monitor's samples stay in the work dir
 
 
 def test_no_resource_log_without_the_flag(tiny_bids, tmp_path, capsys):

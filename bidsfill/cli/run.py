@@ -476,8 +476,8 @@ def _run_participant() -> int:
         },
         "monitoring": {"enabled": ny.resource_monitor, "sample_frequency": "0.5"},
     })  # fmt: skip
-    if ny.resource_monitor:
-        ncfg.enable_resource_monitor()  # needs psutil, a dependency of bidsfill
+    # Explicitly on or off: Nipype caches the setting for the life of the process.
+    ncfg.resource_monitor = bool(ny.resource_monitor)  # needs psutil, a bidsfill dependency
     level = logging.INFO if ex.verbosity else logging.CRITICAL
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         nlogging.getLogger(name).setLevel(level)
@@ -507,8 +507,13 @@ def _run_participant() -> int:
     LOGGER.warning("Filling %d T1w image(s) of %d subject(s) with method %r (run %s).",
                    sum(r.mask is not None for r in runs), len(subjects),
                    config.workflow.method, ex.run_uuid)  # fmt: skip
+    from nipype.utils.filemanip import indirectory
+
     try:
-        workflow.run(plugin=ny.plugin, plugin_args=plugin_args)
+        # From the work dir: Nipype writes files relative to the current directory (the
+        # resource monitor's .proc-* samples), which must not land where the user stands.
+        with indirectory(str(work_dir)):
+            workflow.run(plugin=ny.plugin, plugin_args=plugin_args)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run() stops the workers
         _clean_failed_run(out_dir, subjects, [])
         raise
