@@ -301,3 +301,40 @@ def test_nodes_claim_the_threads_they_use(tiny_bids, tmp_path, omp):
         assert node.n_procs == expected, (name, node.n_procs, threads)
         if isinstance(threads, int):
             assert threads == omp, name
+
+
+# --- --boilerplate-only ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "says", "absent"),
+    [
+        (["--method", "nawm"], "normal-appearing white matter", "Sampling used"),
+        ([], "pseudo-3D denoising diffusion model", "FSL's lesion_filling"),
+        (["--steps", "3", "--skip-segmentation"], "Sampling used ddim with 3 steps", "Atropos"),
+    ],
+)
+def test_boilerplate_only_writes_the_citation_and_stops(tiny_bids, tmp_path, capsys, extra,
+                                                        says, absent):
+    code = run(_args(tiny_bids, tmp_path, "--boilerplate-only", *extra))
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / "out"
+    text = (out / "logs" / "CITATION.md").read_text()
+    assert says in text and absent not in text
+    if "--skip-segmentation" not in extra:
+        assert "segmented with" in text
+    # Nothing else: no subject folders, no dataset description, no work dir.
+    assert sorted(p.name for p in out.iterdir()) == ["logs"]
+    assert not (tmp_path / "w").exists()
+
+
+def test_boilerplate_names_the_resolved_model_sampling(tiny_bids, tmp_path, capsys):
+    """Without --steps the text gives the model card's default, as the run would use."""
+    from bidsfill.diffusion.card import ModelCard
+    from bidsfill.diffusion.weights import default_model_path
+
+    card = ModelCard.load(default_model_path("pseudo3d").with_suffix(".json"))
+    assert run(_args(tiny_bids, tmp_path, "--boilerplate-only")) == 0, capsys.readouterr().err
+    text = (tmp_path / "out" / "logs" / "CITATION.md").read_text()
+    assert f"with {card.sampling.steps} steps" in text
+    assert str(card.sha256) in text

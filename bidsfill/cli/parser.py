@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="settings from a bidsfill TOML config, such as the bidsfill.toml "
                               "a run leaves in sub-<label>/log/<run>/; options given on the "
                               "command line win")  # fmt: skip
+    g_other.add_argument("--boilerplate-only", action="store_true",
+                         help="write the citation boilerplate of the planned run "
+                              "(logs/CITATION.md) and stop")  # fmt: skip
     g_other.add_argument("--stop-on-first-crash", action="store_true",
                          help="stop at the first crashed node")  # fmt: skip
     g_other.add_argument("--reports-only", action="store_true",

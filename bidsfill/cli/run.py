@@ -153,15 +153,18 @@ def _set_config(opts, argv: list[str]) -> None:
         )
 
 
-def _check_fill_setup() -> None:
-    """Load the model and resolve the device now: the fill node would refuse them later."""
+def _check_fill_setup():  # noqa: ANN202 - a ModelCard or None; torch stays unimported here
+    """Load the model and resolve the device now: the fill node would refuse them later.
+
+    Returns the model's card (None for a method without a model).
+    """
     from bidsfill.cli import config
     from bidsfill.fill.base import FillError
     from bidsfill.fill.methods import fill_method
 
     wf = config.workflow
     if not fill_method(wf.method).uses_model:
-        return
+        return None
     import torch
 
     from bidsfill.diffusion.inference import resolve_device
@@ -177,9 +180,43 @@ def _check_fill_setup() -> None:
     else:
         code = ExitCode.USAGE if wf.model else ExitCode.FAILURE  # a bad file, or a broken install
     try:  # the same checks as the fill node: file, sha256, card, architecture vs method
-        _load(wf.method, wf.model, torch.device("cpu"))
+        _, card = _load(wf.method, wf.model, torch.device("cpu"))
     except FillError as err:
         raise BidsfillExit(str(err), code) from None
+    return card
+
+
+def _write_boilerplate(out_dir: Path, card) -> Path:  # noqa: ANN001
+    """``--boilerplate-only``: ``<out>/logs/CITATION.md`` for the run as planned.
+
+    The planned fill is described as a finished one's sidecar would be (method, model,
+    resolved sampling), so the text is the one the run's report would cite.
+    """
+    import shutil
+
+    from bidsfill.cli import config
+    from bidsfill.diffusion.sampling import SamplingPlan
+    from bidsfill.io.atomic import part_file
+    from bidsfill.report.provenance import citation_markdown
+
+    wf = config.workflow
+    planned: dict[str, object] = {"Method": wf.method}
+    if card is not None:
+        try:
+            plan = SamplingPlan.from_params(wf.get()).resolve(card)
+        except ValueError as err:
+            raise BidsfillExit(str(err), ExitCode.USAGE) from None
+        planned.update(ModelName=card.name, ModelSHA256=card.sha256, Sampler=plan.sampler,
+                       Steps=plan.steps)  # fmt: skip
+    segmenters = set()
+    if not wf.skip_segmentation:  # the same choice as segment_tissues makes
+        segmenters.add("fsl-fast" if shutil.which("fast") else "ants-atropos")
+    out = out_dir / "logs" / "CITATION.md"
+    with _writing(out_dir):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with part_file(out) as tmp:
+            tmp.write_text(citation_markdown([planned], segmenters))
+    return out
 
 
 def _voxel_ml(img) -> float:
@@ -429,8 +466,7 @@ def _run_participant() -> int:
     ex = config.execution
     filters = load_bids_filters(ex.bids_filter_file) if ex.bids_filter_file else {}
     ex.bids_filters = filters
-    if not ex.reports_only:
-        _check_fill_setup()
+    card = None if ex.reports_only else _check_fill_setup()
     layout = load_layout(Path(ex.bids_dir), validate=not ex.skip_bids_validation)
     check_filter_entities(layout, filters, ex.bids_filter_file)
     runs, warnings = discover(
@@ -445,6 +481,10 @@ def _run_participant() -> int:
         LOGGER.warning(message)
 
     out_dir, work_dir = Path(ex.output_dir), Path(ex.work_dir)
+    if ex.boilerplate_only:
+        LOGGER.warning("Wrote the citation boilerplate to %s.",
+                       _write_boilerplate(out_dir, card))  # fmt: skip
+        return int(ExitCode.SUCCESS)
     subjects = sorted({r.subject for r in runs if r.mask is not None})
     if ex.clean_workdir:
         _clean_workdir(work_dir, out_dir, Path(ex.bids_dir))

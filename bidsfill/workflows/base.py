@@ -241,11 +241,7 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
     workflow.base_dir = str(config.execution.work_dir)
     wf = config.workflow
     # The sampling, decided once here; the fill node resolves it against the model card.
-    plan = SamplingPlan(
-        sampler=wf.sampler, steps=wf.steps, eta=wf.eta, n_samples=wf.n_samples,
-        device=wf.device, jump_length=wf.jump_length, jump_n_sample=wf.jump_n_sample,
-        feather=wf.feather, adapt_steps=wf.adapt_steps,
-    )  # fmt: skip
+    plan = SamplingPlan.from_params(wf.get())
     method = fill_method(wf.method)
     fill_params = method.fill_params(plan, wf.model)
     use_gpu = method.uses_gpu(wf.device)
