@@ -60,7 +60,7 @@ def lesion_case(scan: Path, ms_mask: Path, n_lesions: int = 15, grow_mm: float =
 def timed_fill(vol, mask, threads: int) -> tuple[float, dict]:  # noqa: ANN001
     import torch
 
-    from bidsfill.cli.config import workflow
+    from bidsfill.config import workflow
     from bidsfill.fill import fill_image
 
     torch.set_num_threads(threads)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bidsfill.cli import config
+from bidsfill import config
 from bidsfill.cli.parser import build_parser
 from bidsfill.cli.run import _set_config, cuda_device_count, run
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import lesion_mask, make_lesioned, save
 
 from bidsfill.bids.discovery import discover, load_layout
-from bidsfill.cli.exit_codes import BidsfillExit
+from bidsfill.exit_codes import BidsfillExit
 
 
 def test_sessions_raw_and_derivative_masks(tiny_bids, tmp_path):

@@ -143,7 +143,7 @@ def test_config_file_sets_defaults_and_the_command_line_wins(tiny_bids, tmp_path
 
 def test_a_previous_runs_config_reproduces_its_settings(tiny_bids, tmp_path, capsys):
     """The bidsfill.toml a run leaves in its log folder is a valid --config-file."""
-    from bidsfill.cli import config
+    from bidsfill import config
 
     code = run(_args(tiny_bids, tmp_path, "--method", "nawm", "--nprocs", "1", "--dilate",
                      "1", "--skip-segmentation", "--seed", "5"))  # fmt: skip

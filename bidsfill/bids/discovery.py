@@ -18,7 +18,7 @@ from typing import Any
 from bids import BIDSLayout
 from bids.exceptions import BIDSValidationError
 
-from bidsfill.cli.exit_codes import BidsfillExit, ExitCode
+from bidsfill.exit_codes import BidsfillExit, ExitCode
 
 __all__ = ["RunInputs", "check_filter_entities", "discover", "load_layout", "load_bids_filters"]
 

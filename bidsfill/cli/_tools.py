@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bidsfill.cli.exit_codes import ExitCode
+from bidsfill.exit_codes import ExitCode
 
 __all__ = ["ToolParser", "fail"]
 

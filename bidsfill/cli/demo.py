@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from bidsfill.cli._tools import ToolParser, fail
-from bidsfill.cli.exit_codes import ExitCode
+from bidsfill.exit_codes import ExitCode
 
 __all__ = ["main"]
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bidsfill.cli._tools import ToolParser, fail
-from bidsfill.cli.exit_codes import ExitCode
+from bidsfill.exit_codes import ExitCode
 
 __all__ = ["evaluate_dataset", "evaluate_files", "main"]
 

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from bidsfill import __version__
-from bidsfill.cli.exit_codes import ExitCode
+from bidsfill.exit_codes import ExitCode
 
 __all__ = ["build_parser", "ANALYSIS_LEVELS"]
 

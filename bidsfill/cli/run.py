@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bidsfill import __version__
-from bidsfill.cli.exit_codes import BidsfillExit, ExitCode
+from bidsfill.exit_codes import BidsfillExit, ExitCode
 
 __all__ = ["cuda_device_count", "main", "run"]
 
@@ -99,7 +99,7 @@ def cuda_device_count(
 
 
 def _set_config(opts, argv: list[str]) -> None:
-    from bidsfill.cli import config
+    from bidsfill import config
 
     config.reset()
     config.from_options(vars(opts))
@@ -158,7 +158,7 @@ def _check_fill_setup():  # noqa: ANN202 - a ModelCard or None; torch stays unim
 
     Returns the model's card (None for a method without a model).
     """
-    from bidsfill.cli import config
+    from bidsfill import config
     from bidsfill.fill.base import FillError
     from bidsfill.fill.methods import fill_method
 
@@ -194,7 +194,7 @@ def _write_boilerplate(out_dir: Path, card) -> Path:  # noqa: ANN001
     """
     import shutil
 
-    from bidsfill.cli import config
+    from bidsfill import config
     from bidsfill.diffusion.sampling import SamplingPlan
     from bidsfill.io.atomic import part_file
     from bidsfill.report.provenance import citation_markdown
@@ -266,7 +266,7 @@ def _check_fill_size(run, t1w, mask, dilate: int) -> None:
 
 def _preflight(runs) -> list[str]:
     """Read every input once so bad files stop the run before any node starts."""
-    from bidsfill.cli import config
+    from bidsfill import config
     from bidsfill.io.align import check_placeable
     from bidsfill.io.nifti import InputError, load_image, load_mask
 
@@ -430,7 +430,7 @@ def _clean_workdir(work_dir: Path, out_dir: Path, bids_dir: Path) -> None:
 
 
 def _run_group() -> int:
-    from bidsfill.cli import config
+    from bidsfill import config
     from bidsfill.report.group import write_group_table
 
     out = Path(config.execution.output_dir)
@@ -454,6 +454,7 @@ def _run_group() -> int:
 
 
 def _run_participant() -> int:
+    from bidsfill import config
     from bidsfill.bids.derivatives import write_dataset_description
     from bidsfill.bids.discovery import (
         check_filter_entities,
@@ -461,7 +462,6 @@ def _run_participant() -> int:
         load_bids_filters,
         load_layout,
     )
-    from bidsfill.cli import config
 
     ex = config.execution
     filters = load_bids_filters(ex.bids_filter_file) if ex.bids_filter_file else {}
@@ -692,7 +692,7 @@ def _with_config_file(parser, path: Path, argv: list[str]):  # noqa: ANN001, ANN
     Each value goes through its option's own validator (a ``dilate = 60`` is refused as
     ``--dilate 60`` is).
     """
-    from bidsfill.cli import config
+    from bidsfill import config
 
     try:
         values = config.option_defaults(path)

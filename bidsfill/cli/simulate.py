@@ -21,7 +21,7 @@ import numpy as np
 
 from bidsfill import __version__
 from bidsfill.cli._tools import ToolParser, fail
-from bidsfill.cli.exit_codes import ExitCode
+from bidsfill.exit_codes import ExitCode
 
 __all__ = ["main", "simulate_dataset"]
 

@@ -235,7 +235,7 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
 
     One sub-workflow per subject, each with one sub-workflow per T1w run.
     """
-    from bidsfill.cli import config
+    from bidsfill import config
 
     workflow = pe.Workflow(name="bidsfill_wf")
     workflow.base_dir = str(config.execution.work_dir)
