@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -165,19 +166,29 @@ def test_fsl_fills_like_nawm(phantom):
     assert abs(out.filled[phantom["mask"]].mean() - WM) < 0.08
 
 
-def test_fsl_interface_command_line(tmp_path):
-    import nibabel as nib
+def test_fsl_command_lines(tmp_path):
+    from bidsfill.fill.fsl import lesion_filling_command
+    from bidsfill.segment.tissues import fast_command
 
-    from bidsfill.interfaces.fsl import FSLLesionFilling
+    cmd = lesion_filling_command(tmp_path / "t1w.nii.gz", tmp_path / "les.nii.gz",
+                                 tmp_path / "out.nii.gz", tmp_path / "wm.nii.gz")  # fmt: skip
+    assert cmd == ["lesion_filling", "-i", str(tmp_path / "t1w.nii.gz"), "-l",
+                   str(tmp_path / "les.nii.gz"), "-o", str(tmp_path / "out.nii.gz"), "-w",
+                   str(tmp_path / "wm.nii.gz")]  # fmt: skip
+    assert "-w" not in lesion_filling_command("a", "b", "c")
+    assert fast_command("brain.nii.gz", "/t/fast") == ["fast", "-n", "3", "-t", "1", "-o",
+                                                      "/t/fast", "brain.nii.gz"]  # fmt: skip
 
-    for name in ("t1w.nii.gz", "les.nii.gz", "wm.nii.gz"):
-        nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).to_filename(tmp_path / name)
-    node = FSLLesionFilling(
-        in_file=str(tmp_path / "t1w.nii.gz"),
-        lesion_mask=str(tmp_path / "les.nii.gz"),
-        wm_mask=str(tmp_path / "wm.nii.gz"),
-    )
-    cmd = node.cmdline
-    assert cmd.startswith("lesion_filling ")
-    assert f"-i {tmp_path / 't1w.nii.gz'}" in cmd and f"-l {tmp_path / 'les.nii.gz'}" in cmd
-    assert f"-w {tmp_path / 'wm.nii.gz'}" in cmd and "-o " in cmd and "t1w_filled.nii.gz" in cmd
+
+def test_fsl_failure_is_a_fill_error(phantom, tmp_path, monkeypatch):
+    """A lesion_filling that fails (here a real program on PATH that exits 1 with a
+    message on stderr) ends as one FillError with FSL's last line."""
+    if shutil.which("lesion_filling"):
+        pytest.skip("FSL is installed")
+    fake = tmp_path / "bin" / "lesion_filling"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'Image Exception: cannot open file' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    with pytest.raises(FillError, match=r"lesion_filling failed \(exit 1\): Image Exception"):
+        fill_image(phantom["image"], phantom["mask"], method="fsl", zooms=ZOOMS, seed=0)

@@ -1,12 +1,17 @@
-"""FSL's own ``lesion_filling``, run through Nipype when FSL is installed.
+"""FSL's own ``lesion_filling``, run as a program when FSL is installed.
 
 ``nawm`` implements the same algorithm in Python; this method exists so that results
-can be compared with (or made identical to) FSL's binary on machines that have it.
+can be compared with (or made identical to) FSL's binary on machines that have it. The
+call is one command on temporary files, made here with :mod:`subprocess` rather than a
+Nipype interface, so the fill library works without Nipype and every method goes through
+the same fill node (which keeps each voxel outside the mask bit-identical).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,7 @@ import numpy as np
 
 from bidsfill.fill.base import FillError, FillResult, register_filler
 
-__all__ = ["fill_fsl", "fsl_available"]
+__all__ = ["fill_fsl", "fsl_available", "lesion_filling_command"]
 
 _MISSING = (
     "FSL's lesion_filling is not on PATH; install FSL or choose --method nawm (the same algorithm)."
@@ -26,6 +31,17 @@ _MISSING = (
 def fsl_available() -> bool:
     """Whether FSL's ``lesion_filling`` can be run."""
     return shutil.which("lesion_filling") is not None
+
+
+def lesion_filling_command(
+    in_file: str | Path, lesion_mask: str | Path, out_file: str | Path,
+    wm_mask: str | Path | None = None,
+) -> list[str]:
+    """``lesion_filling -i T1w -l lesions -o out [-w wm]`` (FSL >= 5.0.8) as argv."""
+    cmd = ["lesion_filling", "-i", str(in_file), "-l", str(lesion_mask), "-o", str(out_file)]
+    if wm_mask is not None:
+        cmd += ["-w", str(wm_mask)]
+    return cmd
 
 
 @register_filler("fsl")
@@ -56,31 +72,29 @@ def fill_fsl(
     """
     if not fsl_available():
         raise FillError(_MISSING)
-    from bidsfill.interfaces.fsl import FSLLesionFilling
-
     affine = np.diag([*map(float, zooms), 1.0])
     with tempfile.TemporaryDirectory(prefix="bidsfill-fsl-") as tmp:
         tmpdir = Path(tmp)
 
-        def _write(name: str, data: np.ndarray) -> str:
+        def _write(name: str, data: np.ndarray) -> Path:
             path = tmpdir / name
             nib.Nifti1Image(data, affine).to_filename(path)
-            return str(path)
+            return path
 
-        node = FSLLesionFilling(
-            in_file=_write("t1w.nii.gz", image.astype(np.float32)),
-            lesion_mask=_write("lesions.nii.gz", mask.astype(np.uint8)),
-            out_file=str(tmpdir / "filled.nii.gz"),
+        wm = None if wm_mask is None else _write("wm.nii.gz", np.asarray(wm_mask, np.uint8))
+        cmd = lesion_filling_command(
+            _write("t1w.nii.gz", image.astype(np.float32)),
+            _write("lesions.nii.gz", mask.astype(np.uint8)),
+            tmpdir / "filled.nii.gz",
+            wm,
         )
-        if wm_mask is not None:
-            node.inputs.wm_mask = _write("wm.nii.gz", np.asarray(wm_mask).astype(np.uint8))
-        try:
-            result = node.run(cwd=tmp)
-        except Exception as err:  # nipype raises RuntimeError/OSError with FSL's stderr
-            raise FillError(
-                f"FSL lesion_filling failed: {str(err).strip().splitlines()[-1]}"
-            ) from err
-        filled = np.asarray(nib.load(result.outputs.out_file).get_fdata(), dtype=np.float32)
+        env = {**os.environ, "FSLOUTPUTTYPE": "NIFTI_GZ"}
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
+        out = tmpdir / "filled.nii.gz"
+        if proc.returncode != 0 or not out.exists():
+            last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+            raise FillError(f"FSL lesion_filling failed (exit {proc.returncode}): {last}")
+        filled = np.asarray(nib.load(out).get_fdata(), dtype=np.float32)
     return FillResult(
         filled=filled,
         params={

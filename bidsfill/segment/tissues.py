@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,23 +73,27 @@ def _atropos(image, affine, inside, seed, n_threads, mrf):
     return _assemble(image, probs, inside, "ants-atropos")
 
 
-def _fast(image, affine, inside, n_threads):
-    from nipype.interfaces.fsl import FAST
+def fast_command(in_file: str | Path, out_basename: str | Path) -> list[str]:
+    """FSL FAST with three classes on a T1w (``-t 1``), as argv."""
+    return ["fast", "-n", "3", "-t", "1", "-o", str(out_basename), str(in_file)]
 
+
+def _fast(image, affine, inside, n_threads):
+    # One program on temporary files: run with subprocess, not a Nipype interface, so the
+    # segmentation library works without Nipype (the workflow wraps it in its own node).
     with tempfile.TemporaryDirectory(prefix="bidsfill-fast-") as tmp:
         path = Path(tmp) / "brain.nii.gz"
         # FAST segments the non-zero voxels: zero everything outside the brain mask.
         nib.Nifti1Image(np.where(inside, image, 0).astype(np.float32), affine).to_filename(path)
-        node = FAST(
-            in_files=str(path),
-            number_classes=3,
-            img_type=1,
-            out_basename=str(Path(tmp) / "fast"),
-            output_type="NIFTI_GZ",
-        )
-        node.inputs.environ = {"OMP_NUM_THREADS": str(max(1, int(n_threads)))}
-        result = node.run(cwd=tmp)
-        probs = [np.asarray(nib.load(f).get_fdata()) for f in result.outputs.partial_volume_files]
+        env = {**os.environ, "FSLOUTPUTTYPE": "NIFTI_GZ",
+               "OMP_NUM_THREADS": str(max(1, int(n_threads)))}  # fmt: skip
+        proc = subprocess.run(fast_command(path, Path(tmp) / "fast"), cwd=tmp, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        pves = [Path(tmp) / f"fast_pve_{k}.nii.gz" for k in range(3)]
+        if proc.returncode != 0 or not all(p.exists() for p in pves):
+            last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+            raise RuntimeError(f"FSL FAST failed (exit {proc.returncode}): {last}")
+        probs = [np.asarray(nib.load(p).get_fdata()) for p in pves]
     return _assemble(image, probs, inside, "fsl-fast")
 
 
