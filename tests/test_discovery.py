@@ -67,3 +67,19 @@ def test_invalid_file_name_is_refused_when_validating(tiny_bids):
         load_layout(tiny_bids, validate=True)
     assert exc.value.code == 16
     load_layout(tiny_bids, validate=False)
+
+
+def test_training_scans_find_the_chosen_t1w(tiny_bids, caplog):
+    """bidsfill-train's discovery (BIDS layer): the chosen subjects' T1w, sorted; with
+    --flair a T1w without a FLAIR beside it is skipped, and none at all is an error."""
+    from bidsfill.bids.training import training_scans
+
+    scans = training_scans(tiny_bids, ["sub-01", "03"])
+    assert [s.name for s in scans] == ["sub-01_ses-1_T1w", "sub-01_ses-2_T1w", "sub-03_T1w"]
+    assert all(s.path.exists() and s.dataset == tiny_bids.resolve() for s in scans)
+    assert len(training_scans(tiny_bids)) == 4
+    with pytest.raises(ValueError, match="No T1w images found"):
+        training_scans(tiny_bids, ["99"])
+    with pytest.raises(ValueError, match="No T1w image with a FLAIR"):
+        training_scans(tiny_bids, ["01"], flair=True)
+    assert "no FLAIR beside it" in caplog.text

@@ -150,7 +150,8 @@ def _split_labels(labels: list[str]) -> dict[str, str | None]:
 
 
 def _load_data(args: argparse.Namespace, cache: Path) -> tuple[list[Any], list[Any]]:
-    from bidsfill.train.dataset import bids_volumes, mni_volume, rescaled, split_hemisphere
+    from bidsfill.bids.training import training_scans
+    from bidsfill.train.dataset import load_volumes, mni_volume, rescaled, split_hemisphere
 
     held = _split_labels(args.val_participant_label)
     train_vols, val_vols = [], []
@@ -161,9 +162,8 @@ def _load_data(args: argparse.Namespace, cache: Path) -> tuple[list[Any], list[A
     if args.bids_dir is not None:
         labels = [lab.removeprefix("sub-") for lab in args.participant_label or []]
         wanted = sorted(set(labels) | set(held)) if labels else None
-        for vol in bids_volumes(
-            args.bids_dir, wanted, flair=args.flair, cache_dir=cache, voxel_size=args.voxel_size
-        ):
+        scans = training_scans(args.bids_dir, wanted, flair=args.flair)
+        for vol in load_volumes(scans, cache_dir=cache, voxel_size=args.voxel_size):
             sub = vol.name.split("_")[0].removeprefix("sub-")
             in_train = not labels or sub in labels
             if sub in held:
@@ -406,10 +406,17 @@ def _scorecard(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"bidsfill-train: {err}", file=sys.stderr)
         return 66
+    from bidsfill.bids.training import training_scans
+
+    try:
+        scans = training_scans(args.bids_dir, sorted(held))
+    except ValueError as err:
+        print(f"bidsfill-train: {err}", file=sys.stderr)
+        return 66
     result = run_scorecard(
         args.scorecard,
         card,
-        bids_dir=args.bids_dir,
+        scans=scans,
         held_out=held,
         kinds=args.scorecard_kinds,
         real_masks=args.real_masks,

@@ -39,7 +39,8 @@ from bidsfill.train.priors import mni_priors, register_priors
 __all__ = [
     "InpaintingDataset",
     "TrainVolume",
-    "bids_volumes",
+    "TrainingScan",
+    "load_volumes",
     "load_volume",
     "mni_volume",
     "rescaled",
@@ -147,55 +148,35 @@ def mni_volume(resolution: int = 1) -> TrainVolume:
     )
 
 
-def bids_volumes(
-    bids_dir: str | Path,
-    participant_labels: Sequence[str] | None = None,
+@dataclass(frozen=True)
+class TrainingScan:
+    """One T1w to train or score on, as found by :mod:`bidsfill.bids.training`.
+
+    Args:
+        path: the T1w file.
+        name: its file name without the extension (``sub-X_..._T1w``).
+        extras: extra channels by name (``{"flair": path}``).
+        dataset: the dataset it belongs to (model cards name sources relative to it).
+    """
+
+    path: Path
+    name: str
+    extras: dict[str, Any] = field(default_factory=dict)
+    dataset: Path | None = None
+
+
+def load_volumes(
+    scans: Sequence[TrainingScan],
     *,
-    flair: bool = False,
     cache_dir: Path | None = None,
     voxel_size: Sequence[float] | None = None,
 ) -> list[TrainVolume]:
-    """Every T1w of the chosen participants of a BIDS dataset (pybids).
-
-    Args:
-        bids_dir: the dataset root.
-        participant_labels: labels with or without "sub-"; all when None.
-        flair: also load a FLAIR of the same subject/session as an extra channel;
-            T1w images without one are skipped with a warning.
-        cache_dir: where registered priors are cached.
-        voxel_size: resample every scan to this grid (mm), see :func:`load_volume`.
-    """
-    from bids import BIDSLayout
-
-    layout = BIDSLayout(str(bids_dir), validate=False)
-    query: dict[str, Any] = {"suffix": "T1w", "extension": [".nii", ".nii.gz"]}
-    if participant_labels:
-        query["subject"] = [label.removeprefix("sub-") for label in participant_labels]
-    files = layout.get(return_type="object", **query)
-    if not files:
-        raise ValueError(f"No T1w images found in {bids_dir} for {participant_labels or 'all'}.")
-    volumes = []
-    for bf in sorted(files, key=lambda f: f.path):
-        ents = bf.get_entities()
-        extras = {}
-        if flair:
-            match = layout.get(
-                subject=ents["subject"],
-                session=ents.get("session"),
-                suffix="FLAIR",
-                extension=[".nii", ".nii.gz"],
-            )
-            if not match:
-                LOGGER.warning("Skipping %s: no FLAIR beside it.", bf.filename)
-                continue
-            extras["flair"] = match[0].path
-        name = bf.filename.split(".nii")[0]
-        volumes.append(
-            load_volume(bf.path, name, cache_dir=cache_dir, extras=extras, voxel_size=voxel_size)
-        )
-    if not volumes:
-        raise ValueError("No T1w image with a FLAIR was found.")
-    return volumes
+    """Load each scan (:func:`load_volume`), in the order given."""
+    return [
+        load_volume(s.path, s.name, cache_dir=cache_dir, extras=dict(s.extras),
+                    voxel_size=voxel_size)  # fmt: skip
+        for s in scans
+    ]
 
 
 def split_hemisphere(volume: TrainVolume, side: str) -> TrainVolume:

@@ -292,14 +292,15 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
 
 
 def held_out_volumes(
-    bids_dir: str | Path, held_out: dict[str, str | None], cache_dir: Path | None = None
+    scans: Sequence[Any], held_out: dict[str, str | None], cache_dir: Path | None = None
 ) -> list[Any]:
-    """The held-out volumes of ``bids-dir`` at their own resolution: whole scans, or the
-    held-out hemisphere (``{"gd01": "right"}``), exactly as ``bidsfill-train`` holds them out."""
-    from bidsfill.train.dataset import bids_volumes, split_hemisphere
+    """The held-out scans (:class:`~bidsfill.train.dataset.TrainingScan`) loaded at their
+    own resolution: whole scans, or the held-out hemisphere (``{"gd01": "right"}``),
+    exactly as ``bidsfill-train`` holds them out."""
+    from bidsfill.train.dataset import load_volumes, split_hemisphere
 
     out = []
-    for vol in bids_volumes(bids_dir, sorted(held_out), cache_dir=cache_dir):
+    for vol in load_volumes(scans, cache_dir=cache_dir):
         side = held_out[vol.name.split("_")[0].removeprefix("sub-")]
         out.append(split_hemisphere(vol, side) if side else vol)
     return out
@@ -378,7 +379,7 @@ def run_scorecard(
     model: str | Path,
     card: ModelCard | dict[str, Any],
     *,
-    bids_dir: str | Path,
+    scans: Sequence[Any],
     held_out: dict[str, str | None],
     kinds: Sequence[str] = CASE_KINDS[:4],
     real_masks: str | Path | None = None,
@@ -398,7 +399,7 @@ def run_scorecard(
     weights, which are not touched).
     """
     card = ModelCard.coerce(card)
-    volumes = held_out_volumes(bids_dir, held_out, cache_dir)
+    volumes = held_out_volumes(scans, held_out, cache_dir)
     cases = make_scorecard_cases(volumes, kinds, real_masks=real_masks, seed=seed)
     fillers = default_fillers(model, card.architecture, steps, adapt_steps)
     if only:
@@ -417,13 +418,14 @@ def run_scorecard(
         kind: summarise([r for r in rows if r["case"].split("#")[1].split(":")[0] == kind])
         for kind in kinds
     }
+    # Sources relative to the dataset's parent: the card holds on any machine.
+    root = Path(scans[0].dataset or Path(scans[0].path).parent) if scans else Path.cwd()
     entry = {
         "held_out": [
             {
                 "name": v.name,
                 "zooms": [round(z, 3) for z in v.zooms],
-                # relative to the dataset's parent: the card holds on any machine
-                "source": os.path.relpath(v.source, Path(bids_dir).resolve().parent),
+                "source": os.path.relpath(v.source, root.parent),
             }
             for v in volumes
         ],
