@@ -13,12 +13,9 @@ from bidsfill.diffusion.adapt import adapt_model
 from bidsfill.diffusion.architectures import build_network
 from bidsfill.diffusion.card import default_preprocessing
 from bidsfill.diffusion.inference import inpaint_volume
-from bidsfill.diffusion.prepare import (
-    classical_prefill,
-    lesion_crops,
-    make_training_example,
-)
+from bidsfill.diffusion.prepare import lesion_crops, make_training_example
 from bidsfill.diffusion.schedules import NoiseSchedule
+from bidsfill.fill.prefill import classical_prefill
 from bidsfill.io.resample import box_shape, resample_box, warp_from_world
 
 CONFIG = {"in_channels": 4, "out_channels": 1, "channels": [8, 16], "norm_num_groups": 4}
@@ -53,7 +50,9 @@ def _case(shape=(32, 36, 28)):
 def test_zero_correction_returns_the_prefill_exactly(zooms):
     net, card = _model(zero=True)
     img, mask = _case()
-    out = inpaint_volume(img, mask, net, card, steps=3, zooms=zooms, seed=1)
+    out = inpaint_volume(
+        img, mask, net, card, steps=3, zooms=zooms, seed=1, prefill=classical_prefill
+    )
     prefill = classical_prefill(img, mask, zooms)
     assert np.array_equal(out.mean, prefill)  # bit for bit, also through the model grid
     assert np.array_equal(out.mean[~mask], img[~mask])
@@ -63,7 +62,9 @@ def test_zero_correction_returns_the_prefill_exactly(zooms):
 def test_model_grid_round_trip_writes_only_inside_the_mask(zooms):
     net, card = _model(zero=False)
     img, mask = _case()
-    out = inpaint_volume(img, mask, net, card, steps=2, zooms=zooms, seed=1)
+    out = inpaint_volume(
+        img, mask, net, card, steps=2, zooms=zooms, seed=1, prefill=classical_prefill
+    )
     assert np.array_equal(out.mean[~mask], img[~mask])
     prefill = classical_prefill(img, mask, zooms)
     assert not np.array_equal(out.mean[mask], prefill[mask])  # the correction arrived
@@ -119,17 +120,21 @@ def test_adaptation_is_deterministic_for_a_seed_and_leaves_the_model_alone():
     mask = np.zeros(img.shape, bool)
     mask[14:18, 16:20, 12:15] = True
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    a = adapt_model(net, card, img, mask, steps=2, seed=7)
-    b = adapt_model(net, card, img, mask, steps=2, seed=7)
-    c = adapt_model(net, card, img, mask, steps=2, seed=8)
+    a = adapt_model(net, card, img, mask, steps=2, seed=7, prefill=classical_prefill)
+    b = adapt_model(net, card, img, mask, steps=2, seed=7, prefill=classical_prefill)
+    c = adapt_model(net, card, img, mask, steps=2, seed=8, prefill=classical_prefill)
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
     assert any(not torch.equal(sa[k], before[k]) for k in sa)
-    out1 = inpaint_volume(img, mask, net, card, steps=2, seed=7, adapt_steps=2)
-    out2 = inpaint_volume(img, mask, net, card, steps=2, seed=7, adapt_steps=2)
+    out1 = inpaint_volume(
+        img, mask, net, card, steps=2, seed=7, adapt_steps=2, prefill=classical_prefill
+    )
+    out2 = inpaint_volume(
+        img, mask, net, card, steps=2, seed=7, adapt_steps=2, prefill=classical_prefill
+    )
     assert np.array_equal(out1.mean, out2.mean)
     assert np.array_equal(out1.mean[~mask], img[~mask])
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from bidsfill.diffusion.card import default_preprocessing
+from bidsfill.diffusion.objective import weighted_loss
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.train.augment import Augmenter
 from bidsfill.train.dataset import InpaintingDataset, TrainVolume
 from bidsfill.train.export import export_checkpoint
-from bidsfill.train.loop import TrainConfig, lr_factor, train, weighted_loss
+from bidsfill.train.loop import TrainConfig, lr_factor, train
 from bidsfill.train.masks import MaskGenerator
 
 torch.set_num_threads(1)
@@ -333,9 +334,9 @@ def test_card_sampling_defaults_apply_unless_the_user_sets_them(tmp_path):
 
 
 def test_prefill_channel_fine_tunes_from_a_model_without_it(tmp_path):
-    from bidsfill.diffusion.prepare import classical_prefill
     from bidsfill.diffusion.weights import load_weights
     from bidsfill.fill import fill_image
+    from bidsfill.fill.prefill import classical_prefill
 
     train(_config(tmp_path / "a", steps=2), _dataset(), resume=False)
     start = export_checkpoint(tmp_path / "a", tmp_path / "start.safetensors")

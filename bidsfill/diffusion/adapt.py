@@ -23,14 +23,13 @@ import torch
 from scipy import ndimage
 
 from bidsfill.diffusion.card import ModelCard
+from bidsfill.diffusion.objective import sample_timesteps, weighted_loss
 from bidsfill.diffusion.prepare import (
     TissueReference,
-    classical_prefill,
     lesion_components,
     make_training_example,
     tissue_reference,
 )
-from bidsfill.train.loop import sample_timesteps, weighted_loss
 
 __all__ = ["adapt_model", "draw_adaptation_region"]
 
@@ -101,6 +100,7 @@ def adapt_model(
     device: torch.device | str = "cpu",
     zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
     reference: TissueReference | None = None,
+    prefill: Any = None,
 ) -> torch.nn.Module:
     """A copy of ``net`` fine-tuned for ``steps`` steps on the scan's healthy tissue.
 
@@ -114,6 +114,8 @@ def adapt_model(
         device: where to train.
         zooms: voxel size (mm) for the classical prefill.
         reference: the scan's tissue landmarks (computed when None).
+        prefill: the classical filler of a residual model's "prefill" channel
+            (``inference.PrefillFn``), applied to every drawn example.
     """
     if steps <= 0:
         return net
@@ -136,6 +138,8 @@ def adapt_model(
     if set(extras) - {"prefill", "mirror"}:
         LOGGER.warning("No adaptation: the model needs contrasts (%s) it cannot draw here.", extras)
         return net
+    if "prefill" in extras and prefill is None:
+        raise ValueError("This model corrects a classical prefill: pass prefill= to adapt it.")
     rng = np.random.default_rng([int(seed), 41])
     gen = torch.Generator().manual_seed(int(seed))
     model = copy.deepcopy(net).to(device)
@@ -155,7 +159,7 @@ def adapt_model(
                 img_r, mask_r = drawn
                 extra = {}
                 if "prefill" in extras:
-                    extra["prefill"] = classical_prefill(img_r, mask_r, zooms, pre.prefill)
+                    extra["prefill"] = prefill(img_r, mask_r, zooms, pre.prefill)
                 batch.append(
                     make_training_example(
                         img_r,

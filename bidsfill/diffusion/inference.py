@@ -23,7 +23,6 @@ from bidsfill.diffusion.card import ModelCard, Preprocessing
 from bidsfill.diffusion.prepare import (
     Crop,
     blend_weights,
-    classical_prefill,
     extra_channels,
     fit_intensity_map,
     lesion_components,
@@ -282,6 +281,21 @@ def _crop_grids(
     return grids
 
 
+#: Fills ``mask`` of ``image`` with a classical filler: (image, mask, zooms, method) ->
+#: image. The fill package passes :func:`bidsfill.fill.prefill.classical_prefill`; the
+#: engine takes it as an argument because the fill package imports the engine.
+PrefillFn = Callable[[np.ndarray, np.ndarray, tuple[float, float, float], str], np.ndarray]
+
+
+def _needs_prefill(prefill: PrefillFn | None) -> PrefillFn:
+    if prefill is None:
+        raise ValueError(
+            "This model corrects a classical prefill: pass prefill= (for example "
+            "bidsfill.fill.prefill.classical_prefill) or a 'prefill' extra image."
+        )
+    return prefill
+
+
 def _adapted(
     net: torch.nn.Module,
     card: ModelCard,
@@ -292,6 +306,7 @@ def _adapted(
     seed: int,
     device: torch.device,
     reference: Any,
+    prefill: PrefillFn | None,
 ) -> torch.nn.Module:
     """``net`` adapted to this scan, on the model's grid (the scan resampled to it)."""
     from bidsfill.diffusion.adapt import adapt_model
@@ -305,7 +320,7 @@ def _adapted(
     with torch.inference_mode(False):
         return adapt_model(
             net, card, image, mask, steps=steps, seed=seed, device=device, zooms=zooms,
-            reference=reference,
+            reference=reference, prefill=prefill,
         )  # fmt: skip
 
 
@@ -322,6 +337,7 @@ def inpaint_volume(
     window_batch: int = 8,
     zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
     progress: Callable[[int, int], None] | None = None,
+    prefill: PrefillFn | None = None,
     **options: Any,
 ) -> InpaintOutput:
     """Fill ``mask`` in ``image`` (scanner units) with a loaded diffusion model.
@@ -341,6 +357,8 @@ def inpaint_volume(
         zooms: voxel size in mm: crops are resampled to the card's ``voxel_size`` and the
             fill back (linear), and the classical prefill uses it.
         progress: called with (crops done, crops in all) after each crop.
+        prefill: the classical filler of a residual model's "prefill" channel
+            (:data:`PrefillFn`); needed only when the card names that channel.
 
     Returns:
         The mean fill and the std (more than one sample), both shaped like ``image``,
@@ -363,8 +381,8 @@ def inpaint_volume(
     names = list(pre.extras)
     res_scale = pre.residual_scale
     if "prefill" in names and not (extra_images and "prefill" in extra_images):
-        prefill = classical_prefill(image, mask, zooms, pre.prefill)
-        extra_images = {**(extra_images or {}), "prefill": prefill}
+        first_guess = _needs_prefill(prefill)(image, mask, zooms, pre.prefill)
+        extra_images = {**(extra_images or {}), "prefill": first_guess}
     extras_full = extra_channels(image, names, extra_images)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     total = np.zeros(image.shape, dtype=np.float64)
@@ -372,7 +390,8 @@ def inpaint_volume(
     components = lesion_components(mask)
     reference = tissue_reference(image, mask, pre.intensity.percentiles)
     if plan.adapt_steps:
-        net = _adapted(net, card, image, mask, zooms, plan.adapt_steps, seed, device, reference)
+        net = _adapted(net, card, image, mask, zooms, plan.adapt_steps, seed, device, reference,
+                       prefill)  # fmt: skip
     calls = 0
     net.eval()
     for done, grid in enumerate(grids, start=1):

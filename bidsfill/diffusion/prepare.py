@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage
 
 from bidsfill.diffusion.architectures import ArchitectureSpec, get_architecture
-from bidsfill.diffusion.card import PREFILL_METHOD, Preprocessing
+from bidsfill.diffusion.card import Preprocessing
 
 __all__ = [
     "Crop",
@@ -226,26 +226,6 @@ def build_condition(
 def mirror_lr(volume: np.ndarray) -> np.ndarray:
     """Left-right mirrored volume (axis 0), the contralateral context of Santorum et al."""
     return np.ascontiguousarray(np.asarray(volume)[::-1])
-
-
-def classical_prefill(
-    image: np.ndarray,
-    mask: np.ndarray,
-    zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    method: str = PREFILL_METHOD,
-) -> np.ndarray:
-    """The image with ``mask`` filled by a classical filler: the "prefill" channel.
-
-    A model conditioned on it learns to correct a good first guess instead of inventing
-    the fill from the context alone, which a small model trained for little time does
-    poorly. Training and inference both call this, so the channel cannot drift.
-    """
-    from bidsfill.fill import fill_image  # lazy: bidsfill.fill imports this module
-
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return np.asarray(image, dtype=np.float32)
-    return fill_image(image, mask, method=method, zooms=zooms, seed=0).filled.astype(np.float32)
 
 
 def extra_channels(

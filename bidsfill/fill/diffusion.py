@@ -23,6 +23,7 @@ from bidsfill.diffusion.sampling import SamplingPlan
 from bidsfill.diffusion.weights import default_model_path, load_weights
 from bidsfill.fill.base import FillError, FillResult, register_filler
 from bidsfill.fill.methods import FILL_METHODS, fill_method
+from bidsfill.fill.prefill import classical_prefill
 
 __all__ = ["diffusion_fill"]
 
@@ -119,6 +120,7 @@ def diffusion_fill(
             out = inpaint_volume(
                 image, mask, net, card, plan, seed=seed, device=dev,
                 extra_images=extra_images, zooms=tuple(zooms), progress=_log_progress(),
+                prefill=classical_prefill,
             )  # fmt: skip
         except ValueError as err:
             raise FillError(str(err)) from None

@@ -24,14 +24,14 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from bidsfill.diffusion.card import PREFILL_METHOD
 from bidsfill.diffusion.prepare import (
-    PREFILL_METHOD,
     Crop,
-    classical_prefill,
     crop_around,
     make_training_example,
     training_patch,
 )
+from bidsfill.fill.prefill import classical_prefill
 from bidsfill.train.augment import Augmenter
 from bidsfill.train.masks import LesionSites, MaskGenerator, sample_lesion_mask
 from bidsfill.train.priors import mni_priors, register_priors

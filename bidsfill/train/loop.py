@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bidsfill.diffusion.architectures import build_network
 from bidsfill.diffusion.card import ModelCard, Preprocessing
+from bidsfill.diffusion.objective import sample_timesteps, weighted_loss
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.train.checkpoint import (
     get_rng_state,
@@ -41,9 +42,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "lr_factor",
-    "sample_timesteps",
     "train",
-    "weighted_loss",
 ]
 
 LOGGER = logging.getLogger("bidsfill.train")
@@ -135,26 +134,6 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def sample_timesteps(
-    n: int, T: int, high_fraction: float, generator: torch.Generator
-) -> torch.Tensor:
-    """Uniform timesteps, a share ``high_fraction`` of them from the noisiest 10 %."""
-    t = torch.randint(0, T, (n,), generator=generator)
-    if high_fraction > 0:
-        high = torch.randint(T - T // 10, T, (n,), generator=generator)
-        pick = torch.rand(n, generator=generator) < high_fraction
-        t = torch.where(pick, high, t)
-    return t
-
-
-def weighted_loss(
-    output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, outside_weight: float
-) -> torch.Tensor:
-    """MSE weighted toward the mask: weight 1 inside, ``outside_weight`` outside."""
-    w = mask + outside_weight * (1 - mask)
-    return (w * (output.float() - target.float()) ** 2).sum() / w.sum().clamp(min=1e-8)
 
 
 class _StepBatches(torch.utils.data.Sampler):

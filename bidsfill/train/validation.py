@@ -125,6 +125,7 @@ def validate(
 ) -> list[dict[str, float]]:
     """Fill every case with the model (DDIM, ``steps`` steps) and score it."""
     from bidsfill.diffusion.inference import inpaint_volume
+    from bidsfill.fill.prefill import classical_prefill
 
     was_training = net.training
     net.eval()
@@ -141,6 +142,7 @@ def validate(
             device=device,
             extra_images=case.volume.extras or None,
             zooms=case.volume.zooms,
+            prefill=classical_prefill,
         )
         filled = np.where(case.mask, out.mean, case.volume.image)
         scores.append(score_fill(case, filled))

@@ -1,0 +1,30 @@
+"""The denoising objective shared by training and ``--adapt-steps``: which timesteps a
+batch sees and how its error is weighted. In one place so that adapting a model to a
+scan optimises exactly what training optimised.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["sample_timesteps", "weighted_loss"]
+
+
+def sample_timesteps(
+    n: int, T: int, high_fraction: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Uniform timesteps, a share ``high_fraction`` of them from the noisiest 10 %."""
+    t = torch.randint(0, T, (n,), generator=generator)
+    if high_fraction > 0:
+        high = torch.randint(T - T // 10, T, (n,), generator=generator)
+        pick = torch.rand(n, generator=generator) < high_fraction
+        t = torch.where(pick, high, t)
+    return t
+
+
+def weighted_loss(
+    output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, outside_weight: float
+) -> torch.Tensor:
+    """MSE weighted toward the mask: weight 1 inside, ``outside_weight`` outside."""
+    w = mask + outside_weight * (1 - mask)
+    return (w * (output.float() - target.float()) ** 2).sum() / w.sum().clamp(min=1e-8)
