@@ -39,8 +39,8 @@ def lesion_case(scan: Path, ms_mask: Path, n_lesions: int = 15, grow_mm: float =
     """(image, zooms, mask) of the scan with the real MS mask's largest lesions, grown."""
     from scipy import ndimage
 
+    from bidsfill.lesions import RealMask, place_mni_mask
     from bidsfill.train.dataset import load_volume
-    from bidsfill.train.masks import RealMask, place_mni_mask
 
     vol = load_volume(scan, scan.name, cache_dir=HERE.parent / "runs" / "bench-cache")
     mask = place_mni_mask(RealMask(ms_mask), vol.image.shape, vol.affine, vol.to_mni, vol.brain)

@@ -153,7 +153,7 @@ def lesion_load_rows(methods: list[str], counts: list[int]) -> list[tuple[str, i
     """
     from bidsfill.demo import _load_template
     from bidsfill.fill import fill_image
-    from bidsfill.train.masks import lesion_sites, sample_lesion_mask
+    from bidsfill.lesions import lesion_sites, sample_lesion_mask
 
     maps, affine = _load_template(1)
     zooms = (float(abs(affine[0, 0])),) * 3

@@ -193,8 +193,8 @@ def simulate_cases(
         contrast: darkening relative to local WM, drawn per lesion.
     """
     from bidsfill.evaluate.simulate import apply_lesions
+    from bidsfill.lesions import lesion_sites, sample_lesion_mask
     from bidsfill.segment import segment_tissues
-    from bidsfill.train.masks import lesion_sites, sample_lesion_mask
 
     prepared = []
     for name, img in brains[: max(n_sets, 1)]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from bidsfill import __version__
 from bidsfill.evaluate.simulate import apply_lesions
-from bidsfill.train.masks import lesion_sites, sample_lesion_mask
+from bidsfill.lesions import lesion_sites, sample_lesion_mask
 
 __all__ = ["DemoImage", "DemoPaths", "make_demo_dataset"]
 

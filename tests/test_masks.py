@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bidsfill.train.masks import (
-    MaskGenerator,
+from bidsfill.lesions import (
     RealMask,
     find_real_masks,
     lesion_sites,
     sample_lesion_mask,
     warp_real_mask,
 )
+from bidsfill.train.masks import MaskGenerator
 
 ZOOMS = (2.0, 2.0, 2.0)
 

@@ -5,7 +5,7 @@ Writes ``OUT`` as a raw BIDS dataset whose T1w images carry T1-hypointense lesio
 lesion-free images plus the true masks as a derivatives dataset (``OUT/derivatives/truth``
 by default) laid out like the demo's truth: ``<entities>_desc-truth_T1w.nii.gz`` and
 ``<entities>_label-lesion_mask.nii.gz``. Only T1w images are copied. Masks come from the
-synthetic generator (:mod:`bidsfill.train.masks`) placed with a WM map from the
+synthetic generator (:mod:`bidsfill.lesions`) placed with a WM map from the
 workflow's segmenter, or from a folder of real masks registered into each brain.
 """
 
@@ -142,8 +142,8 @@ def simulate_dataset(
     from bids import BIDSLayout
 
     from bidsfill.evaluate.simulate import apply_lesions
+    from bidsfill.lesions import find_real_masks, sample_lesion_mask, warp_real_mask
     from bidsfill.segment import segment_tissues
-    from bidsfill.train.masks import find_real_masks, sample_lesion_mask, warp_real_mask
 
     truth_dir = truth_dir or output_dir / "derivatives" / "truth"
     layout = BIDSLayout(str(bids_dir), validate=False)

@@ -1,7 +1,7 @@
 """Training data: healthy volumes, and examples built around on-the-fly lesion masks.
 
 An example is made in four steps: pick a brain region (weighted toward white matter),
-draw a synthetic lesion mask inside it (:mod:`bidsfill.train.masks`), augment image and
+draw a synthetic lesion mask inside it (:mod:`bidsfill.train.masks`, shapes from :mod:`bidsfill.lesions`), augment image and
 mask together (:mod:`bidsfill.train.augment`), and hand the region to
 :func:`bidsfill.diffusion.prepare.make_training_example`, the same crop and
 normalisation code that inference uses. Drawing masks in a region instead of the whole
@@ -32,8 +32,9 @@ from bidsfill.diffusion.prepare import (
     training_patch,
 )
 from bidsfill.fill.prefill import classical_prefill
+from bidsfill.lesions import LesionSites, sample_lesion_mask
 from bidsfill.train.augment import Augmenter
-from bidsfill.train.masks import LesionSites, MaskGenerator, sample_lesion_mask
+from bidsfill.train.masks import MaskGenerator
 from bidsfill.train.priors import mni_priors, register_priors
 
 __all__ = [

@@ -336,12 +336,8 @@ def make_scorecard_cases(
     """One case per (volume, kind): real masks chosen by seed from the folder's index.tsv
     (MS, or stroke of 1-``max_real_ml`` ml) and placed with the volume's MNI registration;
     synthetic kinds drawn in the whole brain by the training mask generator."""
-    from bidsfill.train.masks import (
-        TRAINING_VOLUME_ML,
-        MaskGenerator,
-        RealMask,
-        place_mni_mask,
-    )
+    from bidsfill.lesions import RealMask, place_mni_mask
+    from bidsfill.train.masks import TRAINING_VOLUME_ML, MaskGenerator
 
     index: list[dict[str, str]] = []
     if real_masks is not None:
