@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bidsfill.cli._tools import ToolParser, fail
+from bidsfill.cli.usage import ToolParser, fail
 from bidsfill.exit_codes import ExitCode
 
 __all__ = ["main"]

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bidsfill.cli._tools import ToolParser, fail
+from bidsfill.cli.usage import ToolParser, fail
 from bidsfill.exit_codes import ExitCode
 
 __all__ = ["evaluate_dataset", "evaluate_files", "main"]

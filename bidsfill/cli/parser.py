@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from functools import partial
 from pathlib import Path
 
 from bidsfill import __version__
-from bidsfill.exit_codes import ExitCode
+from bidsfill.cli.usage import ToolParser
 
 __all__ = ["build_parser", "ANALYSIS_LEVELS"]
 
@@ -40,12 +39,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         ):
             return text
         return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # BIDS Apps use 64 for usage errors, not argparse's 2
-        self.print_usage(sys.stderr)
-        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
 
 
 def _path_exists(value: str, parser: argparse.ArgumentParser) -> Path:
@@ -138,7 +131,7 @@ def _label(value: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from bidsfill.fill.base import method_names  # no torch: --help and --version stay fast
 
-    parser = _Parser(
+    parser = ToolParser(
         prog="bidsfill",
         description="bidsfill: fill brain lesions in T1w images of a BIDS dataset with "
         "healthy-looking tissue and write a BIDS-Derivatives dataset.",

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bidsfill import __version__
-from bidsfill.cli._tools import ToolParser, fail
+from bidsfill.cli.usage import ToolParser, fail
 from bidsfill.exit_codes import ExitCode
 
 __all__ = ["main", "simulate_dataset"]

@@ -1,4 +1,8 @@
-"""Shared bits of the small helper commands (bidsfill-demo, -simulate, -evaluate)."""
+"""Usage errors the BIDS Apps way, shared by every bidsfill command line.
+
+argparse exits with 2 on a bad option; BIDS Apps use 64. ``bidsfill`` and the helper
+commands (bidsfill-demo, -simulate, -evaluate) build their parsers from this class.
+"""
 
 from __future__ import annotations
 
