@@ -81,8 +81,10 @@ def _run(
     # raise_insufficient=True: Nipype must accept GPU nodes on a machine without a GPU.
     wf.run(
         plugin="MultiProc",
+        # Workers from a forkserver, as the CLI starts them: a forked worker of a process
+        # that already ran torch (the earlier tests) can hang in its first torch call.
         plugin_args={"n_procs": n_procs, "n_gpu_procs": n_gpu_procs, "memory_gb": 8,
-                     "raise_insufficient": True},
+                     "raise_insufficient": True, "mp_context": "forkserver"},
     )  # fmt: skip
     intervals = _intervals(work)
     assert sum(name == "fill" for name, *_ in intervals) == n_subjects

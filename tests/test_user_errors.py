@@ -362,3 +362,18 @@ def test_non_safetensors_model_is_refused_by_its_name(tiny_bids, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 64
     assert "evil.pt" in err and "evil.safetensors" not in err and ".safetensors" in err
+
+
+def test_unknown_entity_in_a_t1w_name_is_16_before_any_node(tiny_bids, tmp_path, capsys):
+    """With --skip-bids-validation a T1w may carry an entity pybids does not know; its
+    derivatives could not be named, so the run stops at once (it used to fail in the last
+    node, after the fill)."""
+    anat = _anat(tiny_bids)
+    _t1w(tiny_bids).rename(anat / "sub-01_ses-1_foo-bar_T1w.nii.gz")
+    _roi(tiny_bids).rename(anat / "sub-01_ses-1_foo-bar_label-lesion_roi.nii.gz")
+    out = tmp_path / "out"
+    code, err = _run(capsys, tiny_bids, out, "participant", "-w", tmp_path / "w", *ONE,
+                     "--method", "nawm")  # fmt: skip
+    assert code == 16, err
+    assert "cannot name derivatives" in err and "foo-bar" in err
+    assert _nothing_ran(out)

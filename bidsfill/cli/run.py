@@ -267,6 +267,7 @@ def _check_fill_size(run, t1w, mask, dilate: int) -> None:
 def _preflight(runs) -> list[str]:
     """Read every input once so bad files stop the run before any node starts."""
     from bidsfill import config
+    from bidsfill.bids.outputs import source_entities
     from bidsfill.io.align import check_placeable
     from bidsfill.io.nifti import InputError, load_image, load_mask
 
@@ -275,6 +276,10 @@ def _preflight(runs) -> list[str]:
     for run in runs:
         if run.mask is None:
             continue
+        try:  # a name the derivatives cannot be named after fails now, not after the fill
+            source_entities(run.t1w, config.execution.bids_dir)
+        except ValueError as err:
+            raise BidsfillExit(f"{err}.", ExitCode.INVALID_DATASET) from None
         try:
             t1w = load_image(run.t1w)
             mask, warnings = load_mask(run.mask, threshold=wf.mask_threshold)
