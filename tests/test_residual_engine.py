@@ -12,8 +12,9 @@ from scipy import ndimage
 from bidsfill.diffusion.adapt import adapt_model
 from bidsfill.diffusion.architectures import build_network
 from bidsfill.diffusion.card import default_preprocessing
+from bidsfill.diffusion.crops import lesion_crops
+from bidsfill.diffusion.examples import make_training_example
 from bidsfill.diffusion.inference import inpaint_volume
-from bidsfill.diffusion.prepare import lesion_crops, make_training_example
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.fill.prefill import classical_prefill
 from bidsfill.io.resample import box_shape, resample_box, warp_from_world

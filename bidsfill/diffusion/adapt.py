@@ -5,7 +5,7 @@ noise, bias field and anatomy. A copy of the model is fine-tuned for N steps on 
 example moves one of the scan's own lesion components to a random place in healthy
 tissue (never touching the real lesions), so the model practises on lesion shapes and
 sizes like the ones it will fill, where the truth is known. Examples are built by
-:func:`~bidsfill.diffusion.prepare.make_training_example`, the code training uses, and
+:func:`~bidsfill.diffusion.examples.make_training_example`, the code training uses, and
 the loss is the training loss; the shipped weights are never modified.
 
 Everything is drawn from generators seeded with ``seed``, so the adapted model, and the
@@ -23,13 +23,10 @@ import torch
 from scipy import ndimage
 
 from bidsfill.diffusion.card import ModelCard
+from bidsfill.diffusion.crops import lesion_components
+from bidsfill.diffusion.examples import make_training_example
+from bidsfill.diffusion.intensity import TissueReference, tissue_reference
 from bidsfill.diffusion.objective import sample_timesteps, weighted_loss
-from bidsfill.diffusion.prepare import (
-    TissueReference,
-    lesion_components,
-    make_training_example,
-    tissue_reference,
-)
 
 __all__ = ["adapt_model", "draw_adaptation_region"]
 

@@ -19,19 +19,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bidsfill.diffusion.card import ModelCard, Preprocessing
-from bidsfill.diffusion.prepare import (
-    Crop,
-    blend_weights,
-    extra_channels,
-    fit_intensity_map,
-    lesion_components,
-    lesion_crops,
-    normalise_extras,
-    tissue_reference,
-    to_network,
-    z_windows,
-)
+from bidsfill.diffusion.card import ModelCard
+from bidsfill.diffusion.conditioning import extra_channels
+from bidsfill.diffusion.crops import blend_weights, crop_grids, lesion_components, z_windows
+from bidsfill.diffusion.intensity import tissue_reference
+from bidsfill.diffusion.pipeline import Preparation
 from bidsfill.diffusion.samplers import sample, sample_repaint
 from bidsfill.diffusion.sampling import SamplingPlan
 from bidsfill.io.resample import box_shape, resample_box
@@ -45,14 +37,6 @@ __all__ = [
 ]
 
 LOGGER = logging.getLogger("bidsfill.diffusion")
-
-#: On the model's grid a voxel is in the mask when the linearly resampled mask is above
-#: this level: the lesion keeps its volume, as in training. "Every voxel the mask touches"
-#: (level 0) inflated a 0.87 mm one-voxel MS lesion to eight 1 mm voxels, a hole unlike
-#: any in training, and cost 0.5 dB on real MS masks of two held-out scans (20.2 vs 19.7
-#: and 21.5 vs 21.0 dB PSNR01); native voxels at the edge then take the network's
-#: near-zero correction outside its mask, i.e. stay close to the prefill.
-MASK_LEVEL = 0.5
 
 
 @dataclass(frozen=True)
@@ -169,26 +153,25 @@ def _sample_crop(
     net: torch.nn.Module,
     card: ModelCard,
     plan: SamplingPlan,
-    x_norm: np.ndarray,
-    mask_c: np.ndarray,
-    extras_n: list[np.ndarray],
+    prep: Preparation,
     *,
     generator: torch.Generator,
     device: torch.device,
     window_batch: int,
 ) -> tuple[np.ndarray, int]:
-    """One sample of a normalised crop; returns the crop in model units and model calls."""
+    """One sample of a prepared crop; returns the model-grid crop in model units (image
+    layout) and the model calls."""
     spec, pre, schedule = card.spec, card.preprocessing, card.schedule
     # A residual model's correction has no fixed range; image models clip to the card's.
     # Sub-band coefficients are no image values: a non-voxelwise layout is never clipped.
     clip = None if pre.residual_scale is not None else tuple(pre.intensity.clip)
     if not spec.voxelwise:
         clip = None
-    x0, cond = to_network(spec, x_norm, mask_c.astype(np.float32), extras_n)
+    x0, cond = prep.forward()
     x0, cond = x0[None].to(device), cond[None].to(device)
     cond_in = cond if card.conditional else None
     if spec.slices:
-        active = np.asarray(mask_c).reshape(-1, mask_c.shape[-1]).any(axis=0)  # per z slice
+        active = prep.mask.reshape(-1, prep.mask.shape[-1]).any(axis=0)  # per z slice
         fn = _slice_model_fn(
             net, cond_in, int(pre.window), int(pre.window_overlap), window_batch, device,
             active,
@@ -208,9 +191,9 @@ def _sample_crop(
             clip=clip,
         )  # fmt: skip
     else:  # known and unknown voxels are mixed in image space, between network calls
-        shape = x_norm.shape
-        img = torch.as_tensor(x_norm[None, None], device=device)
-        kmask = torch.as_tensor((~mask_c)[None, None].astype(np.float32), device=device)
+        shape = prep.image.shape
+        img = torch.as_tensor(prep.image[None, None], device=device)
+        kmask = torch.as_tensor((~prep.mask)[None, None].astype(np.float32), device=device)
         res = sample_repaint(
             fn, schedule, img, kmask, steps=plan.steps, generator=generator,
             jump_length=plan.jump_length, jump_n_sample=plan.jump_n_sample, eta=plan.eta,
@@ -218,67 +201,7 @@ def _sample_crop(
             from_model=lambda v: spec.from_network(v, shape),
         )  # fmt: skip
         return res.sample[0, 0].float().cpu().numpy(), res.model_calls
-    vol = spec.from_network(res.sample.float(), x_norm.shape)[0, 0].cpu().numpy()
-    return np.ascontiguousarray(vol), res.model_calls
-
-
-@dataclass(frozen=True)
-class _CropGrid:
-    """A crop on the model's grid: the native box, its model-grid shape, and the padding
-    that makes that shape divisible (as :class:`~bidsfill.diffusion.prepare.Crop` pads)."""
-
-    crop: Crop
-    model_shape: tuple[int, ...] | None  # None: the native grid is the model's grid
-    pad: tuple[tuple[int, int], ...]
-
-    def to_model(self, native: np.ndarray, order: int = 1) -> np.ndarray:
-        """Native crop (inside the volume) -> padded model-grid array."""
-        arr = np.asarray(native, dtype=np.float32)
-        if self.model_shape is not None:
-            arr = resample_box(arr, self.model_shape, order)
-        return np.pad(arr, self.pad)
-
-    def to_native(self, model: np.ndarray) -> np.ndarray:
-        """Padded model-grid array -> native crop (inside the volume), linear."""
-        inner = model[
-            tuple(slice(p0, n - p1) for (p0, p1), n in zip(self.pad, model.shape, strict=True))
-        ]
-        native_shape = tuple(b - a for a, b in zip(self.crop.start, self.crop.stop, strict=True))
-        return resample_box(inner, native_shape, 1) if self.model_shape is not None else inner
-
-
-def _crop_grids(
-    mask: np.ndarray,
-    zooms: tuple[float, float, float],
-    pre: Preprocessing,
-    divisor: tuple[int, int, int],
-    min_size: tuple[int, int, int],
-) -> list[_CropGrid]:
-    """Crops around the lesion clusters, each with its resampling to the model's grid.
-
-    The margin and minimum size are in model voxels; on another grid the native box is
-    chosen to cover the same millimetres, and its model-grid shape is rounded up to the
-    divisor (a stretch of at most half a divisor over the crop, undone on the way back).
-    """
-    voxel = pre.voxel_size
-    same = voxel is None or np.allclose(zooms, voxel, rtol=0.05)
-    margin, frac = int(pre.margin), float(pre.context_fraction)
-    if same:
-        crops = lesion_crops(mask, margin, min_size, divisor, context_fraction=frac)
-        return [_CropGrid(Crop(c.start, c.stop, labels=c.labels), None, c.pad) for c in crops]
-    factor = np.asarray(voxel, dtype=float) / np.asarray(zooms, dtype=float)  # native per model
-    native_margin = int(np.ceil(margin * float(factor.max())))
-    native_min = tuple(int(np.ceil(m * f)) for m, f in zip(min_size, factor, strict=True))
-    grids = []
-    for c in lesion_crops(mask, native_margin, native_min, (1, 1, 1), context_fraction=frac):
-        box = tuple(b - a for a, b in zip(c.start, c.stop, strict=True))
-        shape = box_shape(box, zooms, voxel)
-        padded = [-(-max(n, m) // d) * d for n, m, d in zip(shape, min_size, divisor, strict=True)]
-        pad = tuple(
-            ((p - n) // 2, p - n - (p - n) // 2) for p, n in zip(padded, shape, strict=True)
-        )
-        grids.append(_CropGrid(Crop(c.start, c.stop, labels=c.labels), tuple(shape), pad))
-    return grids
+    return prep.from_network(res.sample), res.model_calls
 
 
 #: Fills ``mask`` of ``image`` with a classical filler: (image, mask, zooms, method) ->
@@ -375,11 +298,10 @@ def inpaint_volume(
     spec, pre = card.spec, card.preprocessing
     n_samples = int(plan.n_samples or 1)
     zooms = tuple(float(z) for z in zooms)
-    grids = _crop_grids(
+    grids = crop_grids(
         mask, zooms, pre, spec.crop_divisor(card.config), spec.min_crop(card.config, pre.window)
     )
     names = list(pre.extras)
-    res_scale = pre.residual_scale
     if "prefill" in names and not (extra_images and "prefill" in extra_images):
         first_guess = _needs_prefill(prefill)(image, mask, zooms, pre.prefill)
         extra_images = {**(extra_images or {}), "prefill": first_guess}
@@ -396,36 +318,20 @@ def inpaint_volume(
     net.eval()
     for done, grid in enumerate(grids, start=1):
         sl = grid.crop.slices
-        img_c, mask_n = image[sl], mask[sl]
-        # On the model's grid the mask keeps the lesion's volume (MASK_LEVEL).
-        mask_c = grid.to_model(mask_n.astype(np.float32)) > MASK_LEVEL if grid.model_shape else None
-        if mask_c is None:
-            mask_c = np.pad(mask_n, grid.pad)
-        img_m = grid.to_model(img_c)
-        inside = grid.to_model(np.ones(img_c.shape, np.float32), 0) > 0
-        imap = fit_intensity_map(
-            img_m, ~mask_c & inside, reference=reference, **pre.intensity.to_dict()
-        )
-        x_norm = imap.apply(img_m)
-        extras_n = normalise_extras(
-            names, [grid.to_model(e[sl]) for e in extras_full], imap, ~mask_c & inside
-        )
+        prep = Preparation.fit(
+            image[sl], mask[sl], grid, arch=spec, preprocessing=pre, reference=reference,
+            extras=[e[sl] for e in extras_full],
+        )  # fmt: skip
         # Context boxes may overlap; each lesion is filled by the one crop made for it.
         own = np.isin(components[sl], grid.crop.labels)
         for _ in range(n_samples):
             with torch.inference_mode():
                 vol, k = _sample_crop(
-                    net, card, plan, x_norm, mask_c, extras_n, generator=generator,
-                    device=device, window_batch=window_batch,
+                    net, card, plan, prep, generator=generator, device=device,
+                    window_batch=window_batch,
                 )  # fmt: skip
             calls += k
-            if res_scale is not None:
-                # Only the correction crosses grids: the prefill is added on the native
-                # grid, so a zero correction leaves it bit for bit.
-                corr = grid.to_native(vol) / (res_scale * imap.scale)
-                filled = extras_full[names.index("prefill")][sl] + corr.astype(np.float64)
-            else:
-                filled = grid.to_native(imap.inverse(vol)).astype(np.float64)
+            filled = prep.inverse(vol)
             total[sl][own] += filled[own]
             total_sq[sl][own] += filled[own] ** 2
         if progress is not None:

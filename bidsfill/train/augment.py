@@ -4,7 +4,7 @@ Healthy training scans are few (templates and a couple of real subjects), so eve
 region is deformed (affine + elastic, which also varies the apparent voxel size),
 flipped, and given a different bias field, gamma, scale and noise. The intensity
 changes also teach the model the robustness that the known-tissue normalisation
-(:func:`bidsfill.diffusion.prepare.fit_intensity_map`: fitted on the unmasked tissue
+(:func:`bidsfill.diffusion.intensity.fit_intensity_map`: fitted on the unmasked tissue
 around each lesion, not on the whole volume) relies on. Image and lesion mask share the
 spatial transform; the mask is resampled nearest-neighbour and never touched by
 intensity transforms.

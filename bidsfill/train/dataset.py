@@ -3,7 +3,7 @@
 An example is made in four steps: pick a brain region (weighted toward white matter),
 draw a synthetic lesion mask inside it (:mod:`bidsfill.train.masks`, shapes from :mod:`bidsfill.lesions`), augment image and
 mask together (:mod:`bidsfill.train.augment`), and hand the region to
-:func:`bidsfill.diffusion.prepare.make_training_example`, the same crop and
+:func:`bidsfill.diffusion.examples.make_training_example`, the same crop and
 normalisation code that inference uses. Drawing masks in a region instead of the whole
 brain keeps a step cheap on a CPU; the network only sees a patch anyway.
 
@@ -25,12 +25,8 @@ import numpy as np
 import torch
 
 from bidsfill.diffusion.card import PREFILL_METHOD
-from bidsfill.diffusion.prepare import (
-    Crop,
-    crop_around,
-    make_training_example,
-    training_patch,
-)
+from bidsfill.diffusion.crops import Crop, crop_around, training_patch
+from bidsfill.diffusion.examples import make_training_example
 from bidsfill.fill.prefill import classical_prefill
 from bidsfill.lesions import LesionSites, sample_lesion_mask
 from bidsfill.train.augment import Augmenter

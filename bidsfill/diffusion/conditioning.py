@@ -1,0 +1,63 @@
+"""The conditioning channels: what the network sees beside the noisy image, and its layout.
+
+Conditioning channels are the voided image ``x (1 - m)``, the mask ``m`` and the extras
+named in the card ("mirror": the left-right mirrored T1w; "prefill": a classical fill
+of the mask; other contrasts such as "flair"), stacked and put in the architecture's
+layout (:mod:`bidsfill.diffusion.architectures`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bidsfill.diffusion.architectures import ArchitectureSpec, get_architecture
+
+__all__ = ["build_condition", "extra_channels", "mirror_lr", "to_network"]
+
+
+def build_condition(
+    x_norm: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor,
+    extras: tuple[np.ndarray | torch.Tensor, ...] | list = (),
+) -> torch.Tensor:
+    """Conditioning channels ``(2 + len(extras), *spatial)``: voided image b = x (1 - m), m, extras."""
+    x = torch.as_tensor(np.asarray(x_norm, dtype=np.float32))
+    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+    chans = [x * (1 - m), m] + [torch.as_tensor(np.asarray(e, dtype=np.float32)) for e in extras]
+    return torch.stack(chans, dim=0)
+
+
+def mirror_lr(volume: np.ndarray) -> np.ndarray:
+    """Left-right mirrored volume (axis 0), the contralateral context of Santorum et al."""
+    return np.ascontiguousarray(np.asarray(volume)[::-1])
+
+
+def extra_channels(
+    image: np.ndarray,
+    names: list[str] | tuple[str, ...],
+    extra_images: dict[str, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Full-volume extra conditioning images, in scanner units, in card order."""
+    out = []
+    for name in names:
+        if name == "mirror":
+            out.append(mirror_lr(image))
+        elif extra_images and name in extra_images:
+            out.append(np.asarray(extra_images[name], dtype=np.float32))
+        else:
+            raise ValueError(f"The model needs a {name!r} image as extra conditioning.")
+    return out
+
+
+def to_network(
+    arch: str | ArchitectureSpec,
+    image_norm: np.ndarray,
+    mask: np.ndarray,
+    extras_norm: list[np.ndarray],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, condition) of a normalised crop in the network's layout (no batch axis)."""
+    spec = get_architecture(arch)
+    x = torch.as_tensor(np.asarray(image_norm, np.float32))[None]
+    cond = build_condition(image_norm, mask, extras_norm)
+    return spec.to_network(x), spec.to_network(cond)
