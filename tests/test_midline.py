@@ -68,3 +68,60 @@ def test_midplane_of_a_rotated_and_shifted_brain_within_1_degree_and_1_mm():
     assert angle < 1.0, (after, expected)
     assert abs(after.distance(centre[:3]) - expected.distance(centre[:3])) < 1.0
     assert after.to_dict()["TiltDegrees"] == pytest.approx(after.angle_deg, abs=1e-3)
+
+
+def _mirror_model(tmp_path):
+    import torch
+
+    from bidsfill.diffusion.architectures import build_network
+    from bidsfill.diffusion.card import default_preprocessing
+    from bidsfill.diffusion.schedules import NoiseSchedule
+    from bidsfill.diffusion.weights import save_weights
+
+    cfg = {"in_channels": 4, "out_channels": 1, "channels": [8, 16], "norm_num_groups": 4}
+    torch.manual_seed(0)
+    net = build_network("pseudo3d", **cfg)
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    pre = default_preprocessing("pseudo3d")
+    pre["extras"] = ["mirror"]
+    card = {"architecture": "pseudo3d", "config": cfg, "preprocessing": pre,
+            "schedule": NoiseSchedule(20, "cosine", "sample").to_dict()}  # fmt: skip
+    return save_weights(net, card, tmp_path / "mirror")
+
+
+@pytest.mark.slow
+def test_symmetry_channel_is_the_scan_reflected_about_its_own_midline(tmp_path):
+    """A mirror-conditioned model gets the scan reflected about its estimated plane, the
+    sidecar parameters record the plane, and training builds the same channel."""
+    from nilearn.datasets import load_mni152_template
+
+    from bidsfill.diffusion.conditioning import mirror_lr
+    from bidsfill.fill.base import fill_image
+    from bidsfill.train.dataset import TrainVolume, rescaled, with_mirror
+
+    tpl = load_mni152_template(resolution=2)
+    image, affine = np.asarray(tpl.dataobj, np.float32), tpl.affine
+    moved = warp_from_world(image, affine, image.shape, affine,
+                            np.linalg.inv(_rigid(10.0, 0.0, (8.0, 0.0, 0.0))))  # fmt: skip
+    mask = np.zeros(moved.shape, bool)
+    mask[30:36, 50:56, 40:44] = True
+    model = _mirror_model(tmp_path)
+    kwargs = {"method": "pseudo3d", "zooms": (2.0, 2.0, 2.0), "seed": 0, "model": str(model),
+              "steps": 1, "n_samples": 1, "device": "cpu"}  # fmt: skip
+    out = fill_image(moved, mask, affine=affine, **kwargs)
+    plane = out.params["MidSagittalPlane"]
+    assert plane["TiltDegrees"] == pytest.approx(10.0, abs=1.5)
+    assert np.array_equal(out.filled[~mask], moved[~mask])
+    centred = fill_image(moved, mask, extra_images={"mirror": mirror_lr(moved)}, **kwargs)
+    assert "MidSagittalPlane" not in centred.params
+    assert not np.allclose(out.filled[mask], centred.filled[mask])  # the channel is used
+    # Training: the same reflection, carried through an intensity rescale.
+    vol = TrainVolume("x", moved, affine, (2.0, 2.0, 2.0), moved * 0, moved > 0)
+    train = with_mirror(vol)
+    reflected = mirror_about(moved, affine, MidPlane(tuple(plane["Normal"]), plane["OffsetMM"]))
+    inside = moved > 0
+    assert np.abs(train.extras["mirror"] - reflected)[inside].mean() < 0.02 * moved[inside].mean()
+    scaled = rescaled(train, 2.0)
+    assert np.allclose(scaled.extras["mirror"], np.where(train.extras["mirror"] > 0,
+                                                         2 * train.extras["mirror"], 0))  # fmt: skip

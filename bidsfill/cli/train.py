@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Held-out participants; LABEL:left / LABEL:right holds out one "
                            "hemisphere and trains on the other.")  # fmt: skip
     data.add_argument("--flair", action="store_true", help="Use a FLAIR as an extra channel.")
+    data.add_argument("--t2w", action="store_true", help="Use a T2w as an extra channel.")
     data.add_argument("--mni", action="store_true",
                       help="Train on the MNI152 2009 template from the nilearn wheel.")  # fmt: skip
     data.add_argument("--mask-kinds", nargs="+",
@@ -151,19 +152,31 @@ def _split_labels(labels: list[str]) -> dict[str, str | None]:
 
 def _load_data(args: argparse.Namespace, cache: Path) -> tuple[list[Any], list[Any]]:
     from bidsfill.bids.training import training_scans
-    from bidsfill.train.dataset import load_volumes, mni_volume, rescaled, split_hemisphere
+    from bidsfill.train.dataset import (
+        load_volumes,
+        mni_volume,
+        rescaled,
+        split_hemisphere,
+        with_mirror,
+    )
+
+    def _mirrored(vol):  # noqa: ANN001, ANN202 - about its own estimated midline, once
+        return with_mirror(vol, seed=args.seed) if args.mirror else vol
 
     held = _split_labels(args.val_participant_label)
     train_vols, val_vols = [], []
     if args.mni:
         if args.flair:
             raise ValueError("The MNI template has no FLAIR; drop --mni or --flair.")
-        train_vols.append(mni_volume(1))
+        if args.t2w:
+            raise ValueError("The MNI template has no T2w; drop --mni or --t2w.")
+        train_vols.append(_mirrored(mni_volume(1)))
     if args.bids_dir is not None:
         labels = [lab.removeprefix("sub-") for lab in args.participant_label or []]
         wanted = sorted(set(labels) | set(held)) if labels else None
-        scans = training_scans(args.bids_dir, wanted, flair=args.flair)
+        scans = training_scans(args.bids_dir, wanted, flair=args.flair, t2w=args.t2w)
         for vol in load_volumes(scans, cache_dir=cache, voxel_size=args.voxel_size):
+            vol = _mirrored(vol)  # before any hemisphere is split off  # noqa: PLW2901
             sub = vol.name.split("_")[0].removeprefix("sub-")
             in_train = not labels or sub in labels
             if sub in held:
@@ -221,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bidsfill-train: {err}", file=sys.stderr)
         return 66
     extras = (["mirror"] if args.mirror else []) + (["flair"] if args.flair else [])
+    extras += ["t2w"] if args.t2w else []
     extras += ["prefill"] if args.prefill else []
     if args.residual and not args.prefill:
         print("bidsfill-train: --residual needs --prefill (the fill it corrects).", file=sys.stderr)

@@ -29,7 +29,14 @@ def build_condition(
 
 
 def mirror_lr(volume: np.ndarray) -> np.ndarray:
-    """Left-right mirrored volume (axis 0), the contralateral context of Santorum et al."""
+    """Left-right mirrored volume (axis 0) about the array's centre.
+
+    The contralateral context of Santorum et al. only for an image centred in MNI space;
+    the app and training pass the image reflected about each scan's estimated
+    mid-sagittal plane instead (``extra_images["mirror"]``, from
+    :func:`bidsfill.segment.midline.contralateral_image`), and this is the fallback when
+    no affine is known.
+    """
     return np.ascontiguousarray(np.asarray(volume)[::-1])
 
 
@@ -41,10 +48,10 @@ def extra_channels(
     """Full-volume extra conditioning images, in scanner units, in card order."""
     out = []
     for name in names:
-        if name == "mirror":
-            out.append(mirror_lr(image))
-        elif extra_images and name in extra_images:
+        if extra_images and name in extra_images:
             out.append(np.asarray(extra_images[name], dtype=np.float32))
+        elif name == "mirror":  # no estimated plane given: the array's own centre
+            out.append(mirror_lr(image))
         else:
             raise ValueError(f"The model needs a {name!r} image as extra conditioning.")
     return out

@@ -147,6 +147,20 @@ def fill_image(
     if to_ras is not None:  # to_ras[i, 0] is the RAS axis that input axis i becomes
         for axis, new_axis in enumerate(to_ras[:, 0].astype(int)):
             zooms_ras[new_axis] = zooms[axis]
+    if affine is not None:  # the filler's arrays are RAS: give it their own affine
+        params["affine"] = np.asarray(affine, dtype=np.float64)
+        if to_ras is not None:
+            from nibabel.orientations import inv_ornt_aff
+
+            params["affine"] = params["affine"] @ inv_ornt_aff(to_ras, image.shape)
+    if params.get("extra_images"):  # other contrasts on the image's grid: RAS too
+        extra = {}
+        for name, other in params["extra_images"].items():
+            other = np.ascontiguousarray(other, dtype=np.float32)
+            if other.shape != image.shape:
+                raise FillError(f"The {name} image has shape {other.shape}, not {image.shape}.")
+            extra[name] = _reorient(other, to_ras)
+        params = {**params, "extra_images": extra}
     start = time.perf_counter()
     result = filler(
         _reorient(image, to_ras),

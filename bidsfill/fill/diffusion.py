@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bidsfill.diffusion.card import ModelCard
+from bidsfill.diffusion.card import CONTRAST_CHANNELS, ModelCard
 from bidsfill.diffusion.inference import inpaint_volume, resolve_device
 from bidsfill.diffusion.sampling import SamplingPlan
 from bidsfill.diffusion.weights import default_model_path, load_weights
 from bidsfill.fill.base import FillError, FillResult, register_filler
 from bidsfill.fill.methods import FILL_METHODS, fill_method
 from bidsfill.fill.prefill import classical_prefill
+from bidsfill.segment.midline import contralateral_image
 
 __all__ = ["diffusion_fill"]
 
@@ -85,6 +86,54 @@ def _load(
     return net, card
 
 
+def _contrast_names(channels: list[str] | tuple[str, ...]) -> str:
+    names = [f"a {CONTRAST_CHANNELS[c]}" for c in channels]
+    return " and ".join(names)
+
+
+def _with_contrasts(
+    method: str,
+    model: str | Path | None,
+    device: torch.device,
+    net: torch.nn.Module,
+    card: ModelCard,
+    extra_images: dict[str, np.ndarray] | None,
+) -> tuple[torch.nn.Module, ModelCard, dict[str, Any]]:
+    """The model that fills, given the contrasts the scan has (``extra_images``).
+
+    A model conditioned on a contrast the scan lacks is replaced by the shipped T1w-only
+    model of the method (else of pseudo3d), and the sidecar says so. Returns the network,
+    its card and the sidecar entries: ``ConditioningImages`` (the contrast channels that
+    conditioned the fill) and, after a fallback, ``ConditioningFallback`` (a sentence).
+    """
+    have = set(extra_images or {})
+    missing = [c for c in card.contrasts if c not in have]
+    if not missing:
+        return net, card, {"ConditioningImages": list(card.contrasts)}
+    name = Path(model).name if model else f"the shipped {method} model"
+    candidates = (method, "pseudo3d") if fill_method(method).conditional else ()
+    for candidate in dict.fromkeys(candidates):
+        if default_model_path(candidate) is None:
+            continue
+        fallback_net, fallback_card = _load(candidate, None, device)
+        if fallback_card.contrasts:
+            continue
+        sentence = (
+            f"{name} is conditioned on {_contrast_names(missing)}, which this session does "
+            f"not have, so the T1w-only shipped {candidate} model ({fallback_card.name}) "
+            "filled it instead."
+        )
+        LOGGER.warning(sentence)
+        return fallback_net, fallback_card, {
+            "ConditioningImages": [],
+            "ConditioningFallback": sentence,
+        }
+    raise FillError(
+        f"{name} is conditioned on {_contrast_names(missing)}, which this session does not "
+        "have, and no T1w-only model is shipped to fall back on."
+    )
+
+
 def diffusion_fill(
     image: np.ndarray,
     mask: np.ndarray,
@@ -96,6 +145,7 @@ def diffusion_fill(
     omp_nthreads: int | None = None,
     extra_images: dict[str, np.ndarray] | None = None,
     plan: SamplingPlan | None = None,
+    affine: np.ndarray | None = None,
     **params: Any,
 ) -> FillResult:
     """Fill with a diffusion model.
@@ -110,11 +160,19 @@ def diffusion_fill(
     except ValueError as err:
         raise FillError(str(err)) from None
     net, card = _load(method, model, dev)
+    net, card, conditioning = _with_contrasts(method, model, dev, net, card, extra_images)
     try:
         plan = plan.resolve(card)
     except ValueError as err:
         raise FillError(str(err)) from None
     LOGGER.info("Diffusion fill (%s, %s, %s steps) on %s", method, plan.sampler, plan.steps, dev)
+    plane = None
+    if "mirror" in card.preprocessing.extras and affine is not None:
+        if not (extra_images and "mirror" in extra_images):  # Santorum et al.'s channel,
+            # about this scan's own mid-sagittal plane, as training built it
+            mirror, plane = contralateral_image(image, affine, seed=seed,
+                                                n_threads=int(omp_nthreads or 1))  # fmt: skip
+            extra_images = {**(extra_images or {}), "mirror": mirror}
     with _threads(omp_nthreads, dev):
         try:
             out = inpaint_volume(
@@ -124,7 +182,9 @@ def diffusion_fill(
             )  # fmt: skip
         except ValueError as err:
             raise FillError(str(err)) from None
+    symmetry = {"MidSagittalPlane": plane.to_dict()} if plane is not None else {}
     params_out: dict[str, Any] = {
+        **symmetry,
         "Sampler": plan.sampler,
         "Steps": out.steps,
         "NSamples": int(plan.n_samples),
@@ -137,6 +197,7 @@ def diffusion_fill(
         "Feather": plan.feather,
         "AdaptSteps": plan.adapt_steps,
     }
+    params_out.update(conditioning)
     if "jump_length" in fill_method(method).sampling:
         params_out.update({"JumpLength": plan.jump_length, "JumpNSample": plan.jump_n_sample})
     return FillResult(filled=out.mean, std=out.std, params=params_out, device=str(dev))

@@ -23,7 +23,7 @@ import numpy as np
 
 from bidsfill.segment._ants import ants_env, to_ants
 
-__all__ = ["MidPlane", "estimate_midplane", "mirror_about"]
+__all__ = ["MidPlane", "contralateral_image", "estimate_midplane", "mirror_about"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +119,12 @@ def mirror_about(
     from bidsfill.io.resample import warp_from_world
 
     return warp_from_world(image, affine, image.shape, affine, plane.reflection(), order=order)
+
+
+def contralateral_image(
+    image: np.ndarray, affine: np.ndarray, *, seed: int = 0, n_threads: int = 1
+) -> tuple[np.ndarray, MidPlane]:
+    """The "mirror" conditioning channel and its plane: ``image`` reflected about its
+    estimated mid-sagittal plane. Training and inference both build it here."""
+    plane = estimate_midplane(image, affine, seed=seed, n_threads=n_threads)
+    return mirror_about(image, affine, plane), plane

@@ -38,6 +38,7 @@ __all__ = [
     "TrainVolume",
     "TrainingScan",
     "load_volumes",
+    "with_mirror",
     "load_volume",
     "mni_volume",
     "rescaled",
@@ -201,9 +202,26 @@ def split_hemisphere(volume: TrainVolume, side: str) -> TrainVolume:
 
 
 def rescaled(volume: TrainVolume, scale: float, offset: float = 0.0) -> TrainVolume:
-    """The same scan in other intensity units (``scale * x + offset`` where x > 0)."""
-    image = np.where(volume.image > 0, volume.image * scale + offset, 0).astype(np.float32)
-    return dataclasses.replace(volume, name=f"{volume.name}*{scale:g}+{offset:g}", image=image)
+    """The same scan in other intensity units (``scale * x + offset`` where x > 0); its
+    "mirror" channel, a T1w too, likewise."""
+
+    def _map(x: np.ndarray) -> np.ndarray:
+        return np.where(x > 0, x * scale + offset, 0).astype(np.float32)
+
+    extras = dict(volume.extras)
+    if "mirror" in extras:
+        extras["mirror"] = _map(extras["mirror"])
+    return dataclasses.replace(volume, name=f"{volume.name}*{scale:g}+{offset:g}",
+                               image=_map(volume.image), extras=extras)  # fmt: skip
+
+
+def with_mirror(volume: TrainVolume, seed: int = 0) -> TrainVolume:
+    """The volume with its "mirror" channel: the scan reflected about its estimated
+    mid-sagittal plane (Santorum et al.), exactly as the fill builds it."""
+    from bidsfill.segment.midline import contralateral_image
+
+    mirror, _ = contralateral_image(volume.image, volume.affine, seed=seed)
+    return dataclasses.replace(volume, extras={**volume.extras, "mirror": mirror})
 
 
 def _crop_sites(sites: LesionSites, sl: tuple[slice, ...]) -> LesionSites:
@@ -295,8 +313,10 @@ class InpaintingDataset(torch.utils.data.Dataset):
         k = int(rng.choice(len(self.volumes), p=self.weights))
         vol = self.volumes[k]
         size = list(self.region)
-        if "mirror" in self.preprocessing.get("extras", []):
-            size[0] = vol.image.shape[0]  # the whole width, so mirroring is contralateral
+        if "mirror" in self.preprocessing.get("extras", []) and "mirror" not in vol.extras:
+            # No estimated mirror (with_mirror): flipping the region's array is
+            # contralateral only when the region spans the whole, centred width.
+            size[0] = vol.image.shape[0]
         kind = self._kind(rng)
         if kind == "real":  # warped once per (volume, mask) by the generator, then cropped
             full = self._real(
