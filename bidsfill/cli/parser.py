@@ -124,6 +124,19 @@ def _bids_filter(value: str, parser: argparse.ArgumentParser) -> Path:
     return path
 
 
+class _ListModels(argparse.Action):
+    """``--list-models``: print and exit before the positional arguments are needed."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:  # noqa: ANN001
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        from bidsfill.cli.models import list_models
+
+        print(list_models())  # on stdout, as --version and --help are
+        parser.exit(0)
+
+
 def _label(value: str) -> str:
     return value.removeprefix("sub-").removeprefix("ses-")
 
@@ -148,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="'participant' fills each subject; 'group' summarises the output dataset",
     )
     parser.add_argument("--version", action="version", version=f"bidsfill {__version__}")
+    parser.add_argument("--list-models", action=_ListModels,
+                        help="describe each installed diffusion model (method, architecture, "
+                             "training data, held-out subjects, scorecard, size, sha256) and "
+                             "exit")  # fmt: skip
 
     g_bids = parser.add_argument_group("Options for filtering the BIDS dataset")
     g_bids.add_argument(

@@ -1,0 +1,85 @@
+"""``bidsfill --list-models``: what each installed model is, read from its card alone.
+
+The cards are JSON beside the weights; reading them needs neither torch nor the
+network, so the listing is as fast as ``--help``. The weights' sha256 is computed from
+the file and compared with the card's, so a damaged install shows here first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["describe_model", "installed_models", "list_models"]
+
+
+def installed_models(folder: Path | None = None) -> list[Path]:
+    """The shipped weights (``bidsfill/data/models/<method>.safetensors`` with a card)."""
+    if folder is None:
+        folder = Path(__file__).resolve().parents[1] / "data" / "models"
+    return sorted(p for p in folder.glob("*.safetensors") if p.with_suffix(".json").is_file())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _names(items: list[dict[str, Any]], key: str) -> str:
+    names = [str(i.get(key, "?")).removesuffix("_T1w") for i in items]
+    return ", ".join(names) if names else "none listed"
+
+
+def _scorecard(card: dict[str, Any], arch: str) -> str:
+    score = card.get("scorecard") or {}
+    fillers = score.get("fillers") or {}
+    own = next((v for k, v in fillers.items() if k.startswith(arch)), None)
+    if not own:
+        return "none"
+    cases = own.get("cases", "?")
+    parts = [f"PSNR01 {own.get('brats_psnr_01', float('nan')):.2f} dB"]
+    for name in ("nonlocal", "nawm"):
+        if name in fillers:
+            parts.append(f"{name} {fillers[name].get('brats_psnr_01', float('nan')):.2f}")
+    parts.append(f"SSIM {own.get('brats_ssim', float('nan')):.3f}")
+    bar = (score.get("bar") or {}).get("all")
+    met = "" if bar is None else f"; issue-12 bar {'met' if bar else 'not met'}"
+    return f"{cases} held-out cases: " + ", ".join(parts) + met
+
+
+def describe_model(path: Path) -> str:
+    """A few lines on one model: method, architecture, size, sha256, data, scorecard."""
+    card = json.loads(path.with_suffix(".json").read_text())
+    training = card.get("training") or {}
+    sha = _sha256(path)
+    check = "" if sha == card.get("sha256") else "  (sha256 DIFFERS from its card)"
+    sampling = card.get("sampling") or {}
+    masks = training.get("real_masks") or {}
+    steps = training.get("steps", "?")
+    ran_on = (training.get("ran_on") or {}).get("device", "?")
+    arch = str(card.get("architecture", "?"))
+    return "\n".join([
+        f"{path.stem}: --method {path.stem}, architecture {arch}, "
+        f"{path.stat().st_size / 1e6:.1f} MB, sha256 {sha[:16]}...{check}",
+        f"  trained on: {_names(training.get('training_data') or [], 'name')}"
+        + (f"; {masks['count']} real lesion masks" if masks.get("count") else "")
+        + f"; {steps} steps on {ran_on}",
+        f"  held out: {_names(training.get('held_out') or [], 'participant')}",
+        f"  default sampling: DDIM {sampling.get('steps', '?')} step(s), mean of "
+        f"{sampling.get('n_samples', 1)}",
+        f"  scorecard: {_scorecard(card, arch)}",
+        f"  card: {path.with_suffix('.json')}",
+    ])  # fmt: skip
+
+
+def list_models(folder: Path | None = None) -> str:
+    """Every installed model, described; or a sentence saying there is none."""
+    paths = installed_models(folder)
+    if not paths:
+        return "No diffusion models are installed; the classical methods need none."
+    return "\n\n".join(describe_model(p) for p in paths)

@@ -1,0 +1,55 @@
+"""Installed models: ``bidsfill --list-models`` (no torch) and what every shipped card
+must say (issue 17): its training data, its held-out subjects, a sha256 that matches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bidsfill.cli.models import describe_model, installed_models, list_models
+
+SHIPPED = installed_models()
+
+
+def test_list_models_runs_without_torch():
+    code = ("import sys; from bidsfill.cli.run import run; rc = run(['--list-models']); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(rc)")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "NO-TORCH" in proc.stdout
+    for path in SHIPPED:
+        assert f"{path.stem}: --method {path.stem}" in proc.stdout
+        assert "held out:" in proc.stdout and "DIFFERS" not in proc.stdout
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_card_names_its_data_and_matches_its_weights(path):
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    training = card["training"]
+    data = training["training_data"]
+    assert data and all(d.get("name") and d.get("source") and d.get("licence") for d in data)
+    held = training["held_out"]
+    assert held and all(h.get("participant") for h in held)
+    trained = {d["name"].split("_")[0] for d in data}
+    assert trained.isdisjoint({h["participant"] for h in held})  # never trained on
+    assert not any(str(d["source"]).startswith("/") for d in data)  # holds on any machine
+
+
+def test_a_damaged_model_is_flagged(tmp_path):
+    if not SHIPPED:
+        pytest.skip("no model is shipped")
+    src = SHIPPED[0]
+    dst = tmp_path / src.name
+    shutil.copy(src.with_suffix(".json"), dst.with_suffix(".json"))
+    data = bytearray(src.read_bytes())
+    data[-1] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    assert "sha256 DIFFERS from its card" in describe_model(dst)
+    assert "No diffusion models are installed" in list_models(tmp_path / "empty")
