@@ -65,7 +65,8 @@ class RunRecord:
     fill: dict[str, Any]  # the fill node's JSON: method, parameters, device, seconds
     mask: dict[str, Any]  # the alignment node's JSON: LESION_KEYS and Warnings
     segmentation: dict[str, dict[str, Any]]  # "orig"/"filled" -> segmenter, volumes
-    uris: dict[str, str]  # "raw": the source T1w, "lesion": the mask as found
+    uris: dict[str, str]  # "raw": the source T1w, "lesion": the mask as found, and
+    # "FLAIR"/"T2w": the session's references as found
 
 
 Block = Callable[[RunRecord], dict[str, Any]]
@@ -77,6 +78,14 @@ def _skull(run: RunRecord) -> dict[str, Any]:
 
 def _fill(run: RunRecord) -> dict[str, Any]:
     return {"BidsfillVersion": __version__, **run.fill}
+
+
+def _conditioning(run: RunRecord) -> dict[str, Any]:
+    """The contrasts that conditioned the fill, as BIDS URIs of the images as found (the
+    fill node names them by suffix)."""
+    if "ConditioningImages" not in run.fill:
+        return {}
+    return {"ConditioningImages": [run.uris[s] for s in run.fill["ConditioningImages"]]}
 
 
 def _lesion(run: RunRecord) -> dict[str, Any]:
@@ -134,7 +143,7 @@ _STD = "Voxelwise standard deviation of the independent diffusion fills."
 
 OUTPUTS: tuple[Output, ...] = (
     Output("filled", {"desc": "filled"}, "T1w", input="filled",
-           metadata=(_skull, _fill, _lesion), sources=("raw", "mask")),
+           metadata=(_skull, _fill, _conditioning, _lesion), sources=("raw", "mask")),
     Output("fillstd", {"desc": "fillstd"}, "T1w", input="fill_std",
            metadata=(_skull, _fixed(Description=_STD)), sources=("raw", "mask"), optional=True),
     Output("mask", {"label": "lesion"}, "mask", input="mask",
@@ -221,7 +230,8 @@ class RunSummary:
     """What the reports show of one run; read only from its derivatives.
 
     ``mask["Warnings"]`` holds the alignment warnings: the writer passes them, and a
-    rebuild from the files (``--reports-only``) has none, as no sidecar keeps them.
+    rebuild from the files (``--reports-only``) has none, as no sidecar keeps them; a
+    conditioning fallback (the filled T1w's ``ConditioningFallback``) is added to them.
     """
 
     source: str  # the raw T1w, relative to bids_dir
@@ -262,6 +272,8 @@ def read_run_summary(
 
     filled = sidecar("filled")
     mask = sidecar("mask")
+    fallback = filled.get("ConditioningFallback")  # kept in the sidecar, so shown again
+    warnings = [*warnings, *([fallback] if fallback and fallback not in warnings else [])]
     raw = next((s for s in filled.get("Sources", []) if s.startswith("bids:raw:")), "")
     return RunSummary(
         source=raw.removeprefix("bids:raw:"),

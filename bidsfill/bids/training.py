@@ -23,6 +23,7 @@ def training_scans(
     participant_labels: Sequence[str] | None = None,
     *,
     flair: bool = False,
+    t2w: bool = False,
 ) -> list[TrainingScan]:
     """Every T1w of the chosen participants, sorted by path.
 
@@ -31,9 +32,10 @@ def training_scans(
         participant_labels: labels with or without "sub-"; all when None.
         flair: pair each T1w with a FLAIR of the same subject and session (an extra
             channel); a T1w without one is skipped with a warning.
+        t2w: likewise with a T2w.
 
     Raises:
-        ValueError: no T1w matched, or none had a FLAIR.
+        ValueError: no T1w matched, or none had the contrasts asked for.
     """
     from bids import BIDSLayout
 
@@ -44,19 +46,24 @@ def training_scans(
     files = layout.get(return_type="object", **query)
     if not files:
         raise ValueError(f"No T1w images found in {bids_dir} for {participant_labels or 'all'}.")
+    wanted = {"flair": "FLAIR"} if flair else {}  # channel -> BIDS suffix
+    if t2w:
+        wanted["t2w"] = "T2w"
     scans = []
     for bf in sorted(files, key=lambda f: f.path):
         ents = bf.get_entities()
         extras = {}
-        if flair:
+        for channel, suffix in wanted.items():
             match = layout.get(subject=ents["subject"], session=ents.get("session"),
-                               suffix="FLAIR", extension=[".nii", ".nii.gz"])  # fmt: skip
+                               suffix=suffix, extension=[".nii", ".nii.gz"])  # fmt: skip
             if not match:
-                LOGGER.warning("Skipping %s: no FLAIR beside it.", bf.filename)
-                continue
-            extras["flair"] = Path(match[0].path)
+                LOGGER.warning("Skipping %s: no %s beside it.", bf.filename, suffix)
+                break
+            extras[channel] = Path(match[0].path)
+        if len(extras) < len(wanted):
+            continue
         name = bf.filename.split(".nii")[0]
         scans.append(TrainingScan(Path(bf.path), name, extras, Path(bids_dir).resolve()))
     if not scans:
-        raise ValueError("No T1w image with a FLAIR was found.")
+        raise ValueError(f"No T1w image with a {' and a '.join(wanted.values())} was found.")
     return scans

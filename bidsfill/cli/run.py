@@ -264,7 +264,30 @@ def _check_fill_size(run, t1w, mask, dilate: int) -> None:
     )
 
 
-def _preflight(runs) -> list[str]:
+def _check_contrasts(runs, card) -> None:  # noqa: ANN001
+    """Refuse a user's --model conditioned on a contrast a session lacks (the shipped
+    default falls back to a T1w-only model instead, and the sidecar says so)."""
+    from bidsfill import config
+
+    model = config.workflow.model
+    if not model or card is None or not card.contrasts:
+        return
+    from bidsfill.diffusion.card import CONTRAST_CHANNELS
+
+    for run in runs:
+        missing = [c for c in card.contrasts if getattr(run, c, None) is None]
+        if run.mask is None or not missing:
+            continue
+        what = " or ".join(f"a {CONTRAST_CHANNELS[c]}" for c in missing)
+        raise BidsfillExit(
+            f"The model {Path(model).name} is conditioned on {what}, which {run.t1w.name} has "
+            "no same-session image of; give a T1w-only --model, or leave --model out to use "
+            "the shipped one.",
+            ExitCode.USAGE,
+        )
+
+
+def _preflight(runs, card=None) -> list[str]:  # noqa: ANN001
     """Read every input once so bad files stop the run before any node starts."""
     from bidsfill import config
     from bidsfill.bids.outputs import source_entities
@@ -273,6 +296,7 @@ def _preflight(runs) -> list[str]:
 
     wf = config.workflow
     notes = []
+    _check_contrasts(runs, card)
     for run in runs:
         if run.mask is None:
             continue
@@ -481,7 +505,7 @@ def _run_participant() -> int:
         derivatives=ex.derivatives,
         bids_filters=filters,
     )
-    warnings += _preflight(runs)
+    warnings += _preflight(runs, card)
     for message in warnings:
         LOGGER.warning(message)
 

@@ -20,6 +20,7 @@ from bidsfill.diffusion.schedules import NoiseSchedule
 
 __all__ = [
     "CARD_VERSION",
+    "CONTRAST_CHANNELS",
     "EXTRAS",
     "MODEL_VOXEL_MM",
     "PREFILL_METHOD",
@@ -35,7 +36,11 @@ __all__ = [
 CARD_VERSION = 2
 
 #: Extra conditioning channels a model may take after the mask, in card order.
-EXTRAS = ("mirror", "flair", "prefill")
+EXTRAS = ("mirror", "flair", "t2w", "prefill")
+
+#: The extra channels that are other contrasts of the session: channel -> BIDS suffix.
+#: The app registers such an image to the T1w and passes it as ``extra_images[channel]``.
+CONTRAST_CHANNELS = {"flair": "FLAIR", "t2w": "T2w"}
 
 #: The classical filler whose fill is the "prefill" conditioning channel.
 PREFILL_METHOD = "nonlocal"
@@ -248,6 +253,12 @@ class ModelCard:
     def conditional(self) -> bool:
         """True when the network takes conditioning channels after x_t."""
         return self.spec.is_conditional(int(self.config["in_channels"]))
+
+    @property
+    def contrasts(self) -> tuple[str, ...]:
+        """The other contrasts it is conditioned on (channels of :data:`CONTRAST_CHANNELS`),
+        in card order; empty for a T1w-only model."""
+        return tuple(e for e in self.preprocessing.extras if e in CONTRAST_CHANNELS)
 
     @property
     def num_train_timesteps(self) -> int:

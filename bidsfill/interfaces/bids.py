@@ -36,6 +36,8 @@ class _WriteRunDerivativesInputSpec(BaseInterfaceInputSpec):
     source_file = File(exists=True, mandatory=True, desc="the raw T1w")
     mask_source = File(exists=True, mandatory=True, desc="the lesion mask as found")
     mask_origin = traits.Str("raw", usedefault=True, desc="raw or derivatives:<path>")
+    references = traits.List(File(exists=True), desc="the session's FLAIR/T2w as found")
+    reference_suffixes = traits.List(traits.Str, desc="BIDS suffix of each reference")
     filled = File(exists=True, mandatory=True, desc="filled T1w")
     fill_std = File(desc="standard deviation map")
     mask = File(exists=True, mandatory=True, desc="mask used, T1w grid")
@@ -86,7 +88,12 @@ class WriteRunDerivatives(SimpleInterface):
             fill=json.loads(Path(inp.fill_info).read_text()),
             mask=mask_info,
             segmentation=segmentation,
-            uris={"raw": bids_uri(inp.source_file, inp.bids_dir), "lesion": mask_uri},
+            uris={
+                **{s: bids_uri(p, inp.bids_dir) for s, p in zip(inp.reference_suffixes or [],
+                                                               inp.references or [], strict=True)},
+                "raw": bids_uri(inp.source_file, inp.bids_dir),
+                "lesion": mask_uri,
+            },  # fmt: skip
         )
         entities = source_entities(inp.source_file, inp.bids_dir)
         written = write_run(out_dir, entities, run, {row.key: self._image(row) for row in OUTPUTS})

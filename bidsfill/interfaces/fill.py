@@ -12,12 +12,14 @@ from pathlib import Path
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
+    InputMultiObject,
     SimpleInterface,
     TraitedSpec,
     isdefined,
     traits,
 )
 
+from bidsfill.diffusion.card import CONTRAST_CHANNELS
 from bidsfill.fill import fill_image
 from bidsfill.fill.methods import fill_method
 from bidsfill.io.nifti import load_image, load_mask, write_like
@@ -61,6 +63,10 @@ class _FillLesionsInputSpec(BaseInterfaceInputSpec):
         False, usedefault=True, desc="this node runs on a GPU (counted by MultiProc's GPU slots)"
     )
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="CPU threads")
+    references = InputMultiObject(
+        File(exists=True), desc="same-session FLAIR/T2w on the T1w grid (model conditioning)"
+    )
+    reference_suffixes = traits.List(traits.Str, desc="BIDS suffix of each reference")
 
 
 class _FillLesionsOutputSpec(TraitedSpec):
@@ -84,6 +90,9 @@ class FillLesions(SimpleInterface):
             params.setdefault("omp_nthreads", self.inputs.omp_nthreads)
             if not self.inputs.use_gpu:  # no GPU slot was counted for this node
                 params["device"] = "cpu"
+            extra = self._extra_images()
+            if extra:
+                params["extra_images"] = extra
         label = Path(self.inputs.t1w).name.split(".")[0]
         with _crop_progress_on_terminal(label):
             result = fill_image(
@@ -113,8 +122,25 @@ class FillLesions(SimpleInterface):
             },
         }
         info.update({k: v for k, v in result.params.items() if k[:1].isupper()})
+        if "ConditioningImages" in info:  # channels -> the BIDS suffixes of their images
+            info["ConditioningImages"] = [
+                CONTRAST_CHANNELS.get(c, c) for c in info["ConditioningImages"]
+            ]
         out_info = Path(runtime.cwd) / "fill_info.json"
         out_info.write_text(json.dumps(info, indent=2, default=str))
         self._results["out_file"] = str(out_file)
         self._results["out_info"] = str(out_info)
         return runtime
+
+    def _extra_images(self) -> dict:
+        """The references as the model's contrast channels (``{"flair": array}``)."""
+        channel = {suffix: name for name, suffix in CONTRAST_CHANNELS.items()}
+        suffixes = (
+            self.inputs.reference_suffixes if isdefined(self.inputs.reference_suffixes) else []
+        )
+        paths = self.inputs.references if isdefined(self.inputs.references) else []
+        return {
+            channel[suffix]: load_image(path, what=f"{suffix} image").data
+            for suffix, path in zip(suffixes, paths, strict=True)
+            if suffix in channel
+        }

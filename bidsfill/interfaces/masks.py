@@ -1,4 +1,5 @@
-"""Nipype interface: put the lesion mask on the T1w grid (thin wrapper of io.align)."""
+"""Nipype interface: put the lesion mask on the T1w grid (thin wrapper of io.align), and
+the FLAIR/T2w the fill is conditioned on with it."""
 
 from __future__ import annotations
 
@@ -29,11 +30,17 @@ class _AlignLesionMaskInputSpec(BaseInterfaceInputSpec):
     dilate = traits.Int(0, usedefault=True, desc="grow the mask by this many voxels")
     mask_threshold = traits.Float(desc="binarise a non-binary mask: voxels >= this are lesion")
     seed = traits.Int(0, usedefault=True, desc="registration seed")
+    resample = traits.List(
+        traits.Str, desc="suffixes of references to put on the T1w grid (the fill's contrasts)"
+    )
 
 
 class _AlignLesionMaskOutputSpec(TraitedSpec):
     out_mask = File(exists=True, desc="binary lesion mask on the T1w grid (uint8)")
     out_info = File(exists=True, desc="JSON: alignment method, warnings, lesion count/volume")
+    out_references = traits.List(File(exists=True), desc="references on the T1w grid (float32)")
+    out_reference_suffixes = traits.List(traits.Str, desc="BIDS suffix of each out_reference")
+    out_transforms = traits.List(File(exists=True), desc="reference-to-T1w transform files")
 
 
 class AlignLesionMask(SimpleInterface):
@@ -51,7 +58,10 @@ class AlignLesionMask(SimpleInterface):
         for i, path in enumerate(self.inputs.references or []):
             suffix = suffixes[i] if i < len(suffixes) else "reference"
             refs.append((suffix, load_image(path, what=f"{suffix} image")))
-        aligned = align_mask(t1w, mask, references=refs, seed=self.inputs.seed)
+        aligned = align_mask(
+            t1w, mask, references=refs, seed=self.inputs.seed,
+            resample=list(self.inputs.resample or []), transform_dir=Path(runtime.cwd),
+        )  # fmt: skip
         data = dilate_mask(aligned.mask, self.inputs.dilate)
         warnings += aligned.warnings
         if self.inputs.dilate:
@@ -69,6 +79,16 @@ class AlignLesionMask(SimpleInterface):
             "Dilation": int(self.inputs.dilate),
             "Warnings": warnings,
         }
+        if aligned.reference_alignment:
+            info["ReferenceAlignment"] = aligned.reference_alignment
+        out_refs = []
+        for suffix, moved in aligned.references.items():
+            path = Path(runtime.cwd) / f"{suffix}_on_T1w.nii.gz"
+            save_new(moved.astype(np.float32), t1w.img, path, np.float32)
+            out_refs.append(str(path))
+        self._results["out_references"] = out_refs
+        self._results["out_reference_suffixes"] = list(aligned.references)
+        self._results["out_transforms"] = [str(p) for ps in aligned.transforms.values() for p in ps]
         out_info = Path(runtime.cwd) / "mask_info.json"
         out_info.write_text(json.dumps(info, indent=2))
         self._results["out_mask"] = str(out_mask)

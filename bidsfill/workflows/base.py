@@ -26,7 +26,26 @@ __all__ = [
     "init_fill_run_wf",
     "init_single_subject_wf",
     "method_uses_gpu",
+    "model_contrasts",
 ]
+
+def model_contrasts(method: str, model: str | Path | None = None) -> tuple[str, ...]:
+    """BIDS suffixes of the contrasts the fill's model is conditioned on ("FLAIR", "T2w");
+    empty for a classical method or a T1w-only model."""
+    from bidsfill.diffusion.card import CONTRAST_CHANNELS, ModelCard
+    from bidsfill.diffusion.weights import default_model_path
+
+    if not fill_method(method).uses_model:
+        return ()
+    path = Path(model) if model else default_model_path(method)
+    if path is None or not path.with_suffix(".json").is_file():
+        return ()  # the fill node says what is missing
+    try:
+        card = ModelCard.load(path.with_suffix(".json"))
+    except ValueError:
+        return ()  # likewise
+    return tuple(CONTRAST_CHANNELS[c] for c in card.contrasts)
+
 
 def method_uses_gpu(method: str, device: str) -> bool:
     """Whether the fill node of ``method`` will run on a GPU."""
@@ -46,6 +65,7 @@ def init_fill_run_wf(
     use_gpu: bool = False,
     omp_nthreads: int = 1,
     segment: bool = True,
+    conditioning: tuple[str, ...] = (),
     name: str = "fill_run_wf",
 ):
     """Fill the lesions of one T1w, segment it before and after, write derivatives.
@@ -69,6 +89,11 @@ def init_fill_run_wf(
     segment
         Segment GM/WM/CSF before and after filling; False (``--skip-segmentation``)
         builds neither segmentation nor the brain mask they need.
+    conditioning
+        BIDS suffixes of the contrasts the diffusion model is conditioned on ("FLAIR",
+        "T2w"); those the session has are registered to the T1w once (by ``align_mask``,
+        with the mask's own transform when the mask is on their grid), resampled onto
+        its grid and given to the fill.
 
     Inputs
     ------
@@ -94,6 +119,9 @@ def init_fill_run_wf(
     align = pe.Node(AlignLesionMask(dilate=dilate, seed=seed), name="align_mask", mem_gb=1)
     if mask_threshold is not None:  # left undefined otherwise, so cached work dirs stay valid
         align.inputs.mask_threshold = mask_threshold
+    wanted = [s for s, _ in refs if s in conditioning]
+    if wanted:  # likewise
+        align.inputs.resample = wanted
     fill = pe.Node(
         FillLesions(
             method=method,
@@ -121,7 +149,11 @@ def init_fill_run_wf(
                             ("reference_suffixes", "reference_suffixes")]),
         (inputnode, fill, [("t1w", "t1w")]),
         (align, fill, [("out_mask", "mask")]),
-        (inputnode, ds_run, [("t1w", "source_file"), ("mask", "mask_source")]),
+        (align, fill, [("out_references", "references"),
+                       ("out_reference_suffixes", "reference_suffixes")]),
+        (inputnode, ds_run, [("t1w", "source_file"), ("mask", "mask_source"),
+                             ("references", "references"),
+                             ("reference_suffixes", "reference_suffixes")]),
         (align, ds_run, [("out_mask", "mask"), ("out_info", "mask_info")]),
         (fill, ds_run, [("out_file", "filled"), ("out_std", "fill_std"),
                         ("out_info", "fill_info")]),
@@ -172,6 +204,7 @@ def init_single_subject_wf(
     use_gpu: bool = False,
     omp_nthreads: int = 1,
     segment: bool = True,
+    conditioning: tuple[str, ...] = (),
     warnings: list[str] | None = None,
     config_file: Path | None = None,
     name: str | None = None,
@@ -186,6 +219,8 @@ def init_single_subject_wf(
         The subject's T1w runs that have a mask.
     log_dir
         ``<output_dir>/sub-<subject>/log/<run_uuid>``: crash files and the config.
+    conditioning
+        The model's contrasts (see :func:`init_fill_run_wf`).
     warnings
         Discovery warnings shown in the report.
     """
@@ -220,6 +255,7 @@ def init_single_subject_wf(
             use_gpu=use_gpu,
             omp_nthreads=omp_nthreads,
             segment=segment,
+            conditioning=conditioning,
             name=f"fill_{run.key}_wf",
         )
         workflow.connect(run_wf, "outputnode.summary", merge, f"in{i + 1}")
@@ -245,6 +281,7 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
     method = fill_method(wf.method)
     fill_params = method.fill_params(plan, wf.model)
     use_gpu = method.uses_gpu(wf.device)
+    conditioning = model_contrasts(wf.method, wf.model)
     by_subject: dict[str, list[RunInputs]] = {}
     for run in runs:
         if run.mask is not None:
@@ -269,6 +306,7 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
                 use_gpu=use_gpu,
                 omp_nthreads=config.nipype.omp_nthreads,
                 segment=not config.workflow.skip_segmentation,
+                conditioning=conditioning,
                 warnings=subject_warnings,
                 config_file=log_dir / "bidsfill.toml",
             )
