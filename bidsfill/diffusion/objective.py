@@ -25,6 +25,14 @@ def sample_timesteps(
 def weighted_loss(
     output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, outside_weight: float
 ) -> torch.Tensor:
-    """MSE weighted toward the mask: weight 1 inside, ``outside_weight`` outside."""
-    w = mask + outside_weight * (1 - mask)
+    """MSE weighted toward the mask: weight 1 inside, ``outside_weight`` outside.
+
+    A wavelet model's output has the sub-bands at half resolution while its mask is in
+    image space: a coefficient counts as inside when any voxel of its 2x2x2 block is
+    (max pooling), for every sub-band.
+    """
+    if mask.shape[2:] != output.shape[2:]:
+        factor = mask.shape[-1] // output.shape[-1]
+        mask = torch.nn.functional.max_pool3d(mask.float(), factor)
+    w = (mask + outside_weight * (1 - mask)).expand_as(output)
     return (w * (output.float() - target.float()) ** 2).sum() / w.sum().clamp(min=1e-8)
