@@ -125,3 +125,14 @@ def test_symmetry_channel_is_the_scan_reflected_about_its_own_midline(tmp_path):
     scaled = rescaled(train, 2.0)
     assert np.allclose(scaled.extras["mirror"], np.where(train.extras["mirror"] > 0,
                                                          2 * train.extras["mirror"], 0))  # fmt: skip
+
+
+def test_report_summary_names_the_plane():
+    from bidsfill.report.run_section import _summary_rows
+
+    meta = {"Method": "pseudo3d", "ModelName": "m", "MidSagittalPlane":
+            MidPlane((np.cos(np.radians(8)), np.sin(np.radians(8)), 0.0), 2.5).to_dict()}  # fmt: skip
+    rows = dict(_summary_rows({"filled": meta}))
+    assert rows["Mid-sagittal plane"].startswith("tilt 8.0") and "offset 2.5 mm" in rows[
+        "Mid-sagittal plane"]  # fmt: skip
+    assert "Mid-sagittal plane" not in dict(_summary_rows({"filled": {"Method": "nawm"}}))

@@ -66,6 +66,10 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
             ("Sampler / steps", f"{meta.get('Sampler')} / {meta.get('Steps')}"),
             ("Samples averaged", meta.get("NSamples", 1)),
         ]
+    plane = meta.get("MidSagittalPlane")
+    if isinstance(plane, dict):  # the symmetry channel's estimated plane
+        rows.append(("Mid-sagittal plane", f"tilt {plane.get('TiltDegrees')}°, offset "
+                     f"{plane.get('OffsetMM')} mm, normal {plane.get('Normal')}"))  # fmt: skip
     rows += [
         ("Device", meta.get("Device")),
         ("Fill time (s)", meta.get("FillSeconds")),
