@@ -13,7 +13,7 @@ from typing import Any
 
 from bidsfill.train.dataset import TrainingScan
 
-__all__ = ["training_scans"]
+__all__ = ["synthesis_scans", "training_scans"]
 
 LOGGER = logging.getLogger("bidsfill.bids.training")
 
@@ -67,3 +67,64 @@ def training_scans(
     if not scans:
         raise ValueError(f"No T1w image with a {' and a '.join(wanted.values())} was found.")
     return scans
+
+
+def _contrast_query(contrast: str) -> dict[str, Any]:
+    """BIDS entities of a contrast name: "FLAIR", "T2w", "ce-gadolinium_T1w"."""
+    from bids.layout import Query
+
+    ce, _, suffix = contrast.rpartition("_")
+    query: dict[str, Any] = {"suffix": suffix, "extension": [".nii", ".nii.gz"]}
+    query["ceagent"] = ce.removeprefix("ce-") if ce else Query.NONE
+    return query
+
+
+def synthesis_scans(
+    bids_dir: str | Path,
+    contrasts: Sequence[str],
+    participant_labels: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Sessions that have every one of ``contrasts`` (target and sources), sorted.
+
+    Each item: ``participant``, ``session``, ``paths`` (contrast -> Path), and the
+    ``source`` and ``licence`` columns of participants.tsv when it has them.
+    A session lacking one of the contrasts is skipped with a warning.
+
+    Raises:
+        ValueError: no session has them all.
+    """
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(str(bids_dir), validate=False)
+    table = _participants(Path(bids_dir))
+    subjects = layout.get_subjects()
+    if participant_labels:
+        wanted = {label.removeprefix("sub-") for label in participant_labels}
+        subjects = [s for s in subjects if s in wanted]
+    out = []
+    for sub in sorted(subjects):
+        for ses in layout.get_sessions(subject=sub) or [None]:
+            paths = {}
+            for contrast in contrasts:
+                hits = layout.get(subject=sub, session=ses, **_contrast_query(contrast))
+                if not hits:
+                    LOGGER.warning("Skipping sub-%s%s: no %s.", sub,
+                                   f" ses-{ses}" if ses else "", contrast)  # fmt: skip
+                    break
+                paths[contrast] = Path(sorted(h.path for h in hits)[0])
+            if len(paths) == len(contrasts):
+                row = table.get(f"sub-{sub}", {})
+                out.append({"participant": sub, "session": ses, "paths": paths,
+                            "source": row.get("source"), "licence": row.get("licence")})  # fmt: skip
+    if not out:
+        raise ValueError(f"No session in {bids_dir} has all of {', '.join(contrasts)}.")
+    return out
+
+
+def _participants(root: Path) -> dict[str, dict[str, str]]:
+    path = root / "participants.tsv"
+    if not path.is_file():
+        return {}
+    lines = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
+    head = lines[0]
+    return {row[0]: dict(zip(head, row, strict=False)) for row in lines[1:]}

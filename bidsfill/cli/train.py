@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bidsfill-train", description=__doc__.split("\n")[0].replace("``", "")
     )
+    p.add_argument("--task", default="inpaint", choices=["inpaint", "synthesize"],
+                   help="inpaint: a lesion-filling model (default); synthesize: a cWDM model "
+                        "that writes --target from --sources.")  # fmt: skip
+    p.add_argument("--target", help="--task synthesize: the contrast to synthesise (e.g. FLAIR).")
+    p.add_argument("--sources", nargs="+", default=[],
+                   help="--task synthesize: the contrasts it is conditioned on (e.g. T1w T2w).")
     data = p.add_argument_group("data")
     data.add_argument("--bids-dir", type=Path, help="BIDS dataset of healthy T1w scans.")
     data.add_argument("--participant-label", nargs="+", help="Training participants (default all).")
@@ -201,6 +207,10 @@ def _load_data(args: argparse.Namespace, cache: Path) -> tuple[list[Any], list[A
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.task == "synthesize":
+        from bidsfill.cli.train_synthesis import main_synthesize
+
+        return main_synthesize(args)
     import torch
 
     torch.set_num_threads(max(1, args.threads))
