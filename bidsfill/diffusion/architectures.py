@@ -18,12 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from bidsfill.diffusion.networks import Pseudo3DUNet, WaveletUNet
+from bidsfill.diffusion.networks import Image2DUNet, Pseudo3DUNet, WaveletUNet
 from bidsfill.diffusion.wavelets import dwt3d, idwt3d
 
 __all__ = [
     "ARCHITECTURES",
     "DEFAULT_CONFIGS",
+    "IMAGE_2D_ARCHITECTURES",
     "SPECS",
     "ArchitectureSpec",
     "build_network",
@@ -49,6 +50,8 @@ class ArchitectureSpec:
             need only be divisible in-plane and at least one window deep.
         patch_size: default training patch ``(X, Y, Z)``.
         window, window_overlap: default z-window of slice models (None otherwise).
+        image_dims: 3 for the MRI volume models (the fill methods of the app), 2 for
+            models of 2D images (histology), which the MRI code never lists.
     """
 
     name: str
@@ -60,6 +63,7 @@ class ArchitectureSpec:
     patch_size: tuple[int, int, int] = (64, 64, 8)
     window: int | None = 8
     window_overlap: int | None = 4
+    image_dims: int = 3
     network_kwargs: dict[str, Any] = field(default_factory=dict)
 
     # -- network ----------------------------------------------------------------------
@@ -145,13 +149,30 @@ SPECS: dict[str, ArchitectureSpec] = {
             window=None,
             window_overlap=None,
         ),
+        # 2D unconditional model of histology sections (bidsfill.microscopy, issue 18);
+        # its layout methods are not used: images are (N, 1, H, W) as they are.
+        ArchitectureSpec(
+            "histology2d",
+            Image2DUNet,
+            {"in_channels": 1, "out_channels": 1, "channels": [32, 64, 64, 64],
+             "num_res_blocks": 1, "norm_num_groups": 16},
+            slices=False,
+            patch_size=(64, 64, 1),
+            window=None,
+            window_overlap=None,
+            image_dims=2,
+        ),
     )
 }  # fmt: skip
 
-ARCHITECTURES = tuple(SPECS)
+#: The MRI volume architectures (each is also a fill method of the app).
+ARCHITECTURES = tuple(n for n, s in SPECS.items() if s.image_dims == 3)
+
+#: Architectures of 2D image models (histology sections).
+IMAGE_2D_ARCHITECTURES = tuple(n for n, s in SPECS.items() if s.image_dims == 2)
 
 #: Default configs; small enough to fill a demo subject on 2 CPU cores in about a minute.
-DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {n: s.default_config for n, s in SPECS.items()}
+DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {n: SPECS[n].default_config for n in ARCHITECTURES}
 
 
 def get_architecture(arch: str | ArchitectureSpec) -> ArchitectureSpec:

@@ -20,7 +20,7 @@ from monai.networks.nets.diffusion_model_unet import (
 )
 from torch import nn
 
-__all__ = ["Pseudo3DUNet", "WaveletUNet"]
+__all__ = ["Image2DUNet", "Pseudo3DUNet", "WaveletUNet"]
 
 
 class _ZConv(nn.Module):
@@ -269,5 +269,35 @@ class WaveletUNet(_UNetCore):
         if any(s % self.divisor for s in x.shape[2:]):
             raise ValueError(
                 f"Spatial sizes must be divisible by {self.divisor}, got {tuple(x.shape[2:])}."
+            )
+        return self.run(x, t, 1)
+
+
+class Image2DUNet(_UNetCore):
+    """Plain 2D diffusion U-Net on ``(N, C, H, W)`` images (histology, issue 18).
+
+    The same MONAI residual blocks as the other networks, without self-attention:
+    MONAI's ``DiffusionModelUNet`` needs einops for any attention and always puts it in
+    its bottleneck, which is slow on CPU. H and W divisible by ``2 ** (len(channels) - 1)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = (32, 64, 64, 64),
+        num_res_blocks: int = 1,
+        norm_num_groups: int = 16,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, channels, num_res_blocks, norm_num_groups, False, 2
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"Expected (N, C, H, W), got shape {tuple(x.shape)}.")
+        if any(s % self.divisor for s in x.shape[2:]):
+            raise ValueError(
+                f"H and W must be divisible by {self.divisor}, got {tuple(x.shape[2:])}."
             )
         return self.run(x, t, 1)
