@@ -144,6 +144,10 @@ class workflow(_Section):
     """RePaint: times each jump is resampled."""
     skip_segmentation: bool = False
     """Write the filled T1w and the mask only: no brain mask, no GM/WM/CSF segmentations."""
+    synthesize: str | None = None
+    """Contrast to synthesise (cWDM) for each session lacking it (None: none)."""
+    synthesis_model: str | None = None
+    """Path to the synthesis weights; None: the installed ``cwdm-<contrast>`` model."""
 
 
 class nipype(_Section):
@@ -188,7 +192,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     **{dest: ("workflow", dest) for dest in (
         "method", "dilate", "mask_threshold", "allow_large_masks", "sampler", "steps", "eta",
         "n_samples", "adapt_steps", "model", "device", "feather", "jump_length",
-        "jump_n_sample", "skip_segmentation")},
+        "jump_n_sample", "skip_segmentation", "synthesize", "synthesis_model")},
     "omp_nthreads": ("nipype", "omp_nthreads"),
     "nprocs": ("nipype", "nprocs"),
     "mem_gb": ("nipype", "mem_gb"),

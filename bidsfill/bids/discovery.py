@@ -20,7 +20,15 @@ from bids.exceptions import BIDSValidationError
 
 from bidsfill.exit_codes import BidsfillExit, ExitCode
 
-__all__ = ["RunInputs", "check_filter_entities", "discover", "load_layout", "load_bids_filters"]
+__all__ = [
+    "RunInputs",
+    "SynthesisInputs",
+    "check_filter_entities",
+    "discover",
+    "load_bids_filters",
+    "load_layout",
+    "synthesis_sessions",
+]
 
 LOGGER = logging.getLogger("bidsfill")
 _NIFTI = [".nii", ".nii.gz"]
@@ -300,3 +308,54 @@ def discover(
             ExitCode.MISSING_INPUT,
         )
     return runs, warnings
+
+
+@dataclass(frozen=True)
+class SynthesisInputs:
+    """One session lacking the ``--synthesize`` target, with the source images found."""
+
+    subject: str
+    session: str | None
+    sources: dict[str, Path]  # contrast -> image, in the model's source order
+
+    @property
+    def key(self) -> str:
+        return f"{self.subject}{self.session or ''}".replace("-", "")
+
+
+def synthesis_sessions(
+    layout: BIDSLayout,
+    target: str,
+    sources: list[str],
+    *,
+    participant_label: list[str] | None = None,
+    session_label: list[str] | None = None,
+) -> tuple[list[SynthesisInputs], list[str]]:
+    """Sessions that lack ``target`` and have every one of ``sources``; plus warnings for
+    sessions lacking both the target and a source."""
+    from bidsfill.bids.training import contrast_query
+
+    subjects = [s for s in layout.get_subjects()
+                if not participant_label or s in participant_label]  # fmt: skip
+    found, warnings = [], []
+    for subject in sorted(subjects):
+        for session in layout.get_sessions(subject=subject) or [None]:
+            if session_label and session not in session_label:
+                continue
+            where = {"subject": subject, "session": session, "datatype": "anat"}
+
+            def get(contrast: str, where: dict[str, Any] = where) -> list[Path]:
+                hits = layout.get(**where, **contrast_query(contrast))
+                return sorted(Path(h.path) for h in hits if "space" not in h.get_entities())
+
+            if get(target):
+                continue
+            paths = {c: get(c) for c in sources}
+            name = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+            lacking = [c for c, p in paths.items() if not p]
+            if lacking:
+                warnings.append(f"{name} has no {target} to synthesise it from: it lacks "
+                                f"{', '.join(lacking)}.")  # fmt: skip
+                continue
+            found.append(SynthesisInputs(subject, session, {c: p[0] for c, p in paths.items()}))
+    return found, warnings

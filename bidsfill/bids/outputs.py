@@ -30,10 +30,12 @@ __all__ = [
     "Output",
     "RunRecord",
     "RunSummary",
+    "SYNTHESIS_OUTPUTS",
     "output_path",
     "read_run_summary",
     "source_entities",
     "write_run",
+    "write_synthesis",
 ]
 
 # pybids' own derivative patterns leave out ``run`` (and ``echo``, ``part``, ``chunk``),
@@ -292,3 +294,31 @@ def read_run_summary(
             if (output_dir / output_path(row, entities)).exists()
         ],
     )
+
+
+# -- missing-contrast synthesis (one output per session, not per T1w run) ------------------
+
+#: Contrasts ``--synthesize`` can write: one row each, ``<entities>_desc-synthetic_<suffix>``.
+SYNTHESIS_OUTPUTS: dict[str, Output] = {
+    target: Output(f"synthetic_{target}", {"desc": "synthetic"}, target, input="synthetic",
+                   metadata=(), sources=("sources",))
+    for target in ("FLAIR", "T2w", "T1w")
+}  # fmt: skip
+
+
+def write_synthesis(
+    output_dir: Path,
+    entities: Mapping[str, Any],
+    target: str,
+    image: str | Path,
+    source_uris: Sequence[str],
+    info: Mapping[str, Any],
+) -> Path:
+    """Write one synthetic contrast and its sidecar (Sources: the source images as BIDS
+    URIs; ``info``: the model and how it was run); return the image path."""
+    row = SYNTHESIS_OUTPUTS[target]
+    meta: dict[str, Any] = {"Sources": list(source_uris), "BidsfillVersion": __version__,
+                            **dict(info)}  # fmt: skip
+    dst = write_file(image, Path(output_dir) / output_path(row, entities))
+    write_json(meta, _sidecar(dst))
+    return dst

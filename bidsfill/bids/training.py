@@ -13,7 +13,7 @@ from typing import Any
 
 from bidsfill.train.dataset import TrainingScan
 
-__all__ = ["synthesis_scans", "training_scans"]
+__all__ = ["contrast_query", "synthesis_scans", "training_scans"]
 
 LOGGER = logging.getLogger("bidsfill.bids.training")
 
@@ -69,7 +69,7 @@ def training_scans(
     return scans
 
 
-def _contrast_query(contrast: str) -> dict[str, Any]:
+def contrast_query(contrast: str) -> dict[str, Any]:
     """BIDS entities of a contrast name: "FLAIR", "T2w", "ce-gadolinium_T1w"."""
     from bids.layout import Query
 
@@ -106,7 +106,7 @@ def synthesis_scans(
         for ses in layout.get_sessions(subject=sub) or [None]:
             paths = {}
             for contrast in contrasts:
-                hits = layout.get(subject=sub, session=ses, **_contrast_query(contrast))
+                hits = layout.get(subject=sub, session=ses, **contrast_query(contrast))
                 if not hits:
                     LOGGER.warning("Skipping sub-%s%s: no %s.", sub,
                                    f" ses-{ses}" if ses else "", contrast)  # fmt: skip

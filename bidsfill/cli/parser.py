@@ -250,6 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     g_perf.add_argument("--use-plugin", type=exists, default=None, metavar="FILE",
                         help="Nipype plugin configuration (YAML: plugin, plugin_args)")  # fmt: skip
 
+    g_synth = parser.add_argument_group("Options for missing-contrast synthesis (cWDM)")
+    g_synth.add_argument("--synthesize", choices=["FLAIR", "T2w", "T1w"], default=None,
+                         metavar="CONTRAST",
+                         help="write <entities>_desc-synthetic_<CONTRAST> for each session "
+                              "that lacks it and has the model's source contrasts (FLAIR, "
+                              "T2w or T1w; needs an installed model for it)")  # fmt: skip
+    g_synth.add_argument("--synthesis-model", type=partial(_weights, parser=parser), default=None,
+                         metavar="FILE",
+                         help="synthesis weights (.safetensors with its .json card; default: "
+                              "the installed cwdm-<contrast> model)")  # fmt: skip
+
     g_stages = parser.add_argument_group("Options to skip stages")
     g_stages.add_argument(
         "--skip-segmentation", "--fill-only", action="store_true",

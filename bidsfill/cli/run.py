@@ -111,6 +111,7 @@ def _set_config(opts, argv: list[str]) -> None:
     ex.cmdline = list(argv)
     ex.version = __version__
     wf.model = str(opts.model) if opts.model else None
+    wf.synthesis_model = str(opts.synthesis_model) if opts.synthesis_model else None
     # The cores this process may use (a cgroup/taskset/SLURM allocation), not the machine's.
     nprocs = opts.nprocs or len(os.sched_getaffinity(0)) or 1
     ny.nprocs = nprocs
@@ -183,6 +184,36 @@ def _check_fill_setup():  # noqa: ANN202 - a ModelCard or None; torch stays unim
         _, card = _load(wf.method, wf.model, torch.device("cpu"))
     except FillError as err:
         raise BidsfillExit(str(err), code) from None
+    return card
+
+
+def _check_synthesis():  # noqa: ANN202 - a SynthesisCard or None
+    """``--synthesize``: find and check its model now (one sentence and 64 otherwise)."""
+    from bidsfill import config
+
+    wf = config.workflow
+    if not wf.synthesize:
+        if wf.synthesis_model:
+            raise BidsfillExit("--synthesis-model needs --synthesize CONTRAST.", ExitCode.USAGE)
+        return None
+    from bidsfill.synthesis.model import installed_synthesis_model, load_synthesis_model
+
+    path = Path(wf.synthesis_model) if wf.synthesis_model else installed_synthesis_model(wf.synthesize)
+    if path is None:
+        raise BidsfillExit(
+            f"No synthesis model for {wf.synthesize} is installed; train one with "
+            f"bidsfill-train --task synthesize --target {wf.synthesize} and pass it with "
+            "--synthesis-model.",
+            ExitCode.USAGE,
+        )
+    try:
+        _, card = load_synthesis_model(path)
+    except ValueError as err:
+        raise BidsfillExit(str(err), ExitCode.USAGE) from None
+    if card.target != wf.synthesize:
+        raise BidsfillExit(f"The synthesis model {path.name} writes {card.target}, not "
+                           f"{wf.synthesize}.", ExitCode.USAGE)  # fmt: skip
+    wf.synthesis_model = str(path)
     return card
 
 
@@ -496,6 +527,7 @@ def _run_participant() -> int:
     filters = load_bids_filters(ex.bids_filter_file) if ex.bids_filter_file else {}
     ex.bids_filters = filters
     card = None if ex.reports_only else _check_fill_setup()
+    synthesis_card = None if ex.reports_only else _check_synthesis()
     layout = load_layout(Path(ex.bids_dir), validate=not ex.skip_bids_validation)
     check_filter_entities(layout, filters, ex.bids_filter_file)
     runs, warnings = discover(
@@ -506,6 +538,15 @@ def _run_participant() -> int:
         bids_filters=filters,
     )
     warnings += _preflight(runs, card)
+    synthesis = []
+    if synthesis_card is not None:
+        from bidsfill.bids.discovery import synthesis_sessions
+
+        synthesis, more = synthesis_sessions(
+            layout, config.workflow.synthesize, list(synthesis_card.sources),
+            participant_label=ex.participant_label, session_label=ex.session_label,
+        )  # fmt: skip
+        warnings += more
     for message in warnings:
         LOGGER.warning(message)
 
@@ -551,7 +592,7 @@ def _run_participant() -> int:
     for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         nlogging.getLogger(name).setLevel(level)
     os.environ.setdefault("OMP_NUM_THREADS", str(ny.omp_nthreads))
-    workflow = init_bidsfill_wf(runs, warnings)
+    workflow = init_bidsfill_wf(runs, warnings, synthesis=synthesis)
     plugin_args = dict(ny.plugin_args)
     logs = {f"sub-{s}": out_dir / f"sub-{s}" / "log" / ex.run_uuid / RESOURCE_LOG for s in subjects}
     plugin_args.setdefault(

@@ -25,7 +25,14 @@ from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.diffusion.weights import file_sha256
 from bidsfill.synthesis.normalise import PERCENTILES, IntensityRange
 
-__all__ = ["CONTRASTS", "TASK", "SynthesisCard", "load_synthesis_model", "save_synthesis_model"]
+__all__ = [
+    "CONTRASTS",
+    "TASK",
+    "SynthesisCard",
+    "installed_synthesis_model",
+    "load_synthesis_model",
+    "save_synthesis_model",
+]
 
 #: The task value of a synthesis card (fill model cards have none).
 TASK = "synthesize"
@@ -142,6 +149,13 @@ class SynthesisCard:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"The synthesis card has a malformed entry ({err}).") from None
+
+
+def installed_synthesis_model(target: str) -> Path | None:
+    """The shipped ``bidsfill/data/models/cwdm-<target>.safetensors`` with its card, or None."""
+    folder = Path(__file__).resolve().parents[1] / "data" / "models"
+    path = folder / f"cwdm-{target.lower()}.safetensors"
+    return path if path.is_file() and path.with_suffix(".json").is_file() else None
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:

@@ -266,10 +266,11 @@ def init_single_subject_wf(
     return workflow
 
 
-def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
+def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None, synthesis=None):  # noqa: ANN001
     """The whole participant-level run, built from the config.
 
-    One sub-workflow per subject, each with one sub-workflow per T1w run.
+    One sub-workflow per subject, each with one sub-workflow per T1w run; with
+    ``--synthesize``, one more for the sessions in ``synthesis`` (``SynthesisInputs``).
     """
     from bidsfill import config
 
@@ -311,4 +312,12 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None):
                 config_file=log_dir / "bidsfill.toml",
             )
         ])  # fmt:skip
+    if synthesis:
+        from bidsfill.workflows.synthesis import init_synthesis_wf
+
+        workflow.add_nodes([init_synthesis_wf(
+            sessions=synthesis, target=wf.synthesize, model=wf.synthesis_model,
+            bids_dir=Path(config.execution.bids_dir), output_dir=Path(config.execution.output_dir),
+            seed=config.seeds.master, device=wf.device, omp_nthreads=config.nipype.omp_nthreads,
+        )])  # fmt: skip
     return workflow

@@ -1,0 +1,106 @@
+"""``bidsfill --synthesize`` end to end (issue 15 part 3): a tiny real cWDM model, a
+generated dataset, the written derivative, its sidecar and the official validator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import lesion_mask, make_lesioned, phantom, save, write_description
+from official_validator import validator_errors
+
+from bidsfill.cli.run import run
+from bidsfill.diffusion.weights import file_sha256
+from bidsfill.synthesis.model import SynthesisCard, installed_synthesis_model, save_synthesis_model
+from bidsfill.synthesis.normalise import IntensityRange, normalise
+from bidsfill.synthesis.training import SynthesisSubject, train_synthesis
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    card = SynthesisCard.new("FLAIR", ["T1w", "T2w"], channels=(8, 16), norm_num_groups=4,
+                             target_range=IntensityRange(0.0, 400.0), steps=2,
+                             crop=(32, 32, 32), overlap=8,
+                             training={"note": "random weights, for tests"})  # fmt: skip
+    t1 = make_lesioned(1)
+    t2 = np.where(t1 > 0, 250.0 - t1, 0)
+    flair = np.where(phantom(1) > 0, 200.0 - phantom(1), 0)
+    src = np.stack([normalise(t1)[0], normalise(t2)[0]])
+    subject = SynthesisSubject("sub-x", src, normalise(flair)[0], t1 > 0, np.eye(4),
+                               IntensityRange(0.0, 400.0), {})  # fmt: skip
+    torch.manual_seed(0)
+    net = train_synthesis([subject], card, steps=40, patch=(16, 16, 16), lr=2e-3).model
+    return save_synthesis_model(net, card, tmp_path_factory.mktemp("m") / "tiny-cwdm-flair")
+
+
+def _dataset(root: Path) -> Path:
+    write_description(root)
+    (root / "participants.tsv").write_text("participant_id\nsub-01\nsub-02\n")
+    for sub, flair in (("01", False), ("02", True)):
+        anat = root / f"sub-{sub}" / "anat"
+        t1 = make_lesioned(int(sub))
+        save(t1, anat / f"sub-{sub}_T1w.nii.gz")
+        save(lesion_mask(), anat / f"sub-{sub}_label-lesion_roi.nii.gz", np.uint8)
+        save(np.where(t1 > 0, 250.0 - t1, 0).astype(np.float32), anat / f"sub-{sub}_T2w.nii.gz",
+             np.float32)  # fmt: skip
+        if flair:
+            save(np.where(phantom(2) > 0, 200.0 - phantom(2), 0).astype(np.float32),
+                 anat / f"sub-{sub}_FLAIR.nii.gz", np.float32)  # fmt: skip
+    (root / ".bidsignore").write_text("*_roi.nii.gz\n")
+    return root
+
+
+def _bidsfill(tmp_path: Path, bids: Path, out: Path, *extra) -> int:
+    plugin = tmp_path / "linear.yml"
+    plugin.write_text("plugin: Linear\nplugin_args: {}\n")
+    return run([str(bids), str(out), "participant", "-w", str(tmp_path / "work"),
+                "--skip-bids-validation", "--skip-segmentation", "--method", "ring",
+                "--seed", "2", "--device", "cpu", "--use-plugin", str(plugin),
+                *map(str, extra)])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_synthesize_writes_valid_derivatives(tmp_path, tiny_model):
+    bids, out = _dataset(tmp_path / "bids"), tmp_path / "out"
+    assert _bidsfill(tmp_path, bids, out, "--synthesize", "FLAIR",
+                     "--synthesis-model", tiny_model) == 0  # fmt: skip
+    synthetic = out / "sub-01" / "anat" / "sub-01_desc-synthetic_FLAIR.nii.gz"
+    assert synthetic.is_file()
+    assert not (out / "sub-02" / "anat" / "sub-02_desc-synthetic_FLAIR.nii.gz").exists()  # has one
+    t1 = nib.load(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    img = nib.load(synthetic)
+    assert img.shape == t1.shape
+    np.testing.assert_allclose(img.affine, t1.affine, atol=1e-5)
+    data = img.get_fdata()
+    assert np.isfinite(data).all() and data.max() > 0 and data.max() <= 400.0 + 1e-3
+    meta = json.loads(synthetic.with_name("sub-01_desc-synthetic_FLAIR.json").read_text())
+    assert meta["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz",
+                               "bids:raw:sub-01/anat/sub-01_T2w.nii.gz"]  # fmt: skip
+    assert meta["Synthetic"] is True
+    assert meta["SynthesisModel"]["Name"] == "tiny-cwdm-flair"
+    assert meta["SynthesisModel"]["Sha256"] == file_sha256(tiny_model)
+    assert (out / "sub-01" / "anat" / "sub-01_desc-filled_T1w.nii.gz").is_file()  # fill too
+    assert validator_errors(out) == []
+
+
+@pytest.mark.parametrize("target", ["T2w", "T1w"])
+def test_a_target_without_a_model_is_refused_in_one_sentence(tmp_path, capsys, target):
+    if installed_synthesis_model(target) is not None:
+        pytest.skip(f"a {target} synthesis model is installed")
+    bids = _dataset(tmp_path / "bids")
+    assert _bidsfill(tmp_path, bids, tmp_path / "out", "--synthesize", target) == 64
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"No synthesis model for {target} is installed" in err and err.count(". ") == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_for_another_target_is_refused(tmp_path, capsys, tiny_model):
+    bids = _dataset(tmp_path / "bids")
+    code = _bidsfill(tmp_path, bids, tmp_path / "out", "--synthesize", "T2w",
+                     "--synthesis-model", tiny_model)  # fmt: skip
+    assert code == 64
+    assert "writes FLAIR, not T2w" in capsys.readouterr().err
