@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-CORE = ["io", "fill", "diffusion", "train", "evaluate", "segment", "lesions", "synthesis"]
+CORE = ["io", "fill", "diffusion", "train", "evaluate", "segment", "lesions", "synthesis", "microscopy"]
 ABOVE_CORE = ("nipype", "bids", "bidsfill.cli", "bidsfill.interfaces", "bidsfill.workflows",
               "bidsfill.bids", "bidsfill.report")  # fmt: skip
 

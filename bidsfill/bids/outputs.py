@@ -322,3 +322,52 @@ def write_synthesis(
     dst = write_file(image, Path(output_dir) / output_path(row, entities))
     write_json(meta, _sidecar(dst))
     return dst
+
+
+# -- histology repair (BIDS microscopy, issue 18): one output per micr image -------------
+
+#: Derivatives of a microscopy image go to ``micr/`` with the source's suffix.
+MICR_PATTERN = PATTERN.replace("/anat/", "/micr/")
+_MICR_DESC = {"repaired": "repaired", "repairstd": "repairstd"}
+#: The file-name keys of microscopy entities -> pybids entity names (for build_path).
+_MICR_NAMES = {"sub": "subject", **dict(_ENTITIES)}
+
+#: ``repaired``: the image with its artefact repaired (pixels outside the mask unchanged);
+#: ``repairstd``: pixelwise standard deviation of ``--n-samples`` repairs (> 1 only).
+MICROSCOPY_OUTPUTS: dict[str, Output] = {
+    key: Output(key, {"desc": desc}, "<source suffix>", input=key, metadata=(),
+                sources=("raw", "mask"), optional=key == "repairstd")
+    for key, desc in _MICR_DESC.items()
+}  # fmt: skip
+
+
+def microscopy_output_path(key: str, entities: Mapping[str, str], suffix: str,
+                           extension: str) -> str:  # fmt: skip
+    """Path of a microscopy output relative to the derivatives root (``entities``: the
+    source's file-name keys, e.g. ``{"sub": "01", "sample": "A"}``)."""
+    row = MICROSCOPY_OUTPUTS[key]
+    named = {_MICR_NAMES[k]: v for k, v in entities.items() if k in _MICR_NAMES}
+    if len(named) != len(entities):
+        unknown = sorted(set(entities) - set(_MICR_NAMES))
+        raise ValueError(f"bidsfill cannot name derivatives of an image with entities {unknown}")
+    path = build_path({**named, **row.entities, "suffix": suffix, "extension": extension},
+                      [MICR_PATTERN], strict=True)  # fmt: skip
+    if path is None:
+        raise ValueError(f"output {key!r} does not fit the microscopy derivatives pattern")
+    return path
+
+
+def write_microscopy(output_dir: Path, key: str, entities: Mapping[str, str], suffix: str,
+                     extension: str, write: Callable[[Path], Any],
+                     sidecar: Mapping[str, Any]) -> Path:  # fmt: skip
+    """Write one microscopy output through ``write(path)`` and its sidecar (the source's
+    sidecar, e.g. PixelSize, plus how it was made); return the image path."""
+    from bidsfill.io.atomic import part_file
+
+    dst = Path(output_dir) / microscopy_output_path(key, entities, suffix, extension)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with part_file(dst) as part:
+        write(part)
+    meta = {**dict(sidecar), "BidsfillVersion": __version__}
+    write_json(meta, dst.with_name(dst.name[: -len(extension)] + ".json"))
+    return dst

@@ -22,6 +22,9 @@ def _build_parser() -> ToolParser:
     )
     parser.add_argument("out_dir", type=Path, metavar="DIR", help="folder to write into")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--microscopy", action="store_true",
+                        help="write a BIDS-microscopy dataset (two real histology fields with "
+                        "artefact masks) instead of the MRI demo")  # fmt: skip
     parser.add_argument(
         "--small", action="store_true", help="~4 mm voxels instead of 2 mm, for fast tests"
     )
@@ -49,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         for path in existing:
             shutil.rmtree(path)
 
+    if args.microscopy:
+        from bidsfill.microscopy.demo import make_microscopy_demo
+
+        try:
+            bids = make_microscopy_demo(out, seed=args.seed)
+        except FileNotFoundError as err:
+            return fail(parser.prog, str(err), ExitCode.MISSING_INPUT)
+        print(f"Demo BIDS-microscopy dataset: {bids}")
+        print(f"Artefact masks (derivatives): {bids / 'derivatives' / 'artefacts'}")
+        return int(ExitCode.SUCCESS)
     from bidsfill.demo import make_demo_dataset
 
     paths = make_demo_dataset(out, seed=args.seed, downsample=2 if args.small else 1)

@@ -524,6 +524,13 @@ def _run_participant() -> int:
     )
 
     ex = config.execution
+    if not ex.reports_only:  # BIDS microscopy: histology repair, its own branch (issue 18)
+        from bidsfill.bids.microscopy import is_microscopy_dataset
+
+        if is_microscopy_dataset(Path(ex.bids_dir)):
+            from bidsfill.cli.microscopy import run_microscopy
+
+            return run_microscopy(config)
     filters = load_bids_filters(ex.bids_filter_file) if ex.bids_filter_file else {}
     ex.bids_filters = filters
     card = None if ex.reports_only else _check_fill_setup()

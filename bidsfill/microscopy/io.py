@@ -27,6 +27,7 @@ __all__ = [
     "iter_tiles",
     "open_lazy",
     "read_image",
+    "read_mask",
     "write_image",
 ]
 
@@ -185,8 +186,11 @@ def _tiff_kwargs(meta: ImageMeta | None) -> dict[str, Any]:
     return kw
 
 
-def write_image(path: str | Path, array: np.ndarray, meta: ImageMeta | None = None) -> Path:
-    """Write ``array`` in the format of ``path`` with the metadata of ``meta``.
+def write_image(
+    path: str | Path, array: np.ndarray, meta: ImageMeta | None = None, ext: str | None = None
+) -> Path:
+    """Write ``array`` in the format of ``path`` (or of ``ext``, for a temporary name) with
+    the metadata of ``meta``.
 
     The dtype is kept as given (8 or 16 bit); for TIFF the description (OME-XML),
     resolution and compression of ``meta`` are written back, for PNG its text and dpi.
@@ -196,7 +200,7 @@ def write_image(path: str | Path, array: np.ndarray, meta: ImageMeta | None = No
     if array.dtype not in _DTYPES:
         raise ValueError(f"write_image writes uint8 or uint16, got {array.dtype}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    if image_extension(path) == ".png":
+    if (ext or image_extension(path)) == ".png":
         from PIL import Image, PngImagePlugin
 
         info = PngImagePlugin.PngInfo()
@@ -260,6 +264,19 @@ def iter_tiles(
     for y in starts(shape[0]):
         for x in starts(shape[1]):
             yield slice(y, min(y + tile, shape[0])), slice(x, min(x + tile, shape[1]))
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask file's pixels as stored (RGB kept, so :func:`check_mask` can name it)."""
+    path = Path(path)
+    if image_extension(path) == ".png":
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB") if im.mode == "P" else im)
+    import tifffile
+
+    return tifffile.imread(path)
 
 
 def check_mask(mask: np.ndarray, image_shape: tuple[int, ...], name: str = "mask") -> np.ndarray:

@@ -41,6 +41,7 @@ __all__ = [
     "load_model",
     "new_card",
     "repaint_image",
+    "repaint_large",
 ]
 
 ARCH = "histology2d"
@@ -211,7 +212,7 @@ def repaint_image(
         pixel_size_um: the image's pixel size; when it differs from the model's by more
             than 1 % the image is resampled to the model's grid (inside the repair only).
         tile: tile size in model pixels (-1: the card's patch size; None: one pass).
-        overlap: tile overlap (default: half a tile).
+        overlap: tile overlap (default: a quarter of a tile).
 
     Returns the repaired image (input dtype; pixels outside the mask identical) and
     what was done.
@@ -221,7 +222,7 @@ def repaint_image(
     steps = int(steps or card.sampling.steps or DEFAULT_STEPS)
     if tile == -1:
         tile = int(card.preprocessing.patch_size[0])
-    overlap = (tile // 2 if tile else 0) if overlap is None else overlap
+    overlap = (tile // 4 if tile else 0) if overlap is None else overlap
     out = image.copy()
     info = RepairInfo("ddpm-repaint", "repaint", steps, jump_length, jump_n_sample, 0, 0,
                       0.0, False, int(seed))  # fmt: skip
@@ -252,3 +253,60 @@ def repaint_image(
     info.model_calls, info.tiles = calls, tiles
     info.seconds = round(time.monotonic() - t0, 3)
     return out, info
+
+
+def repaint_large(
+    net: torch.nn.Module,
+    card: ModelCard,
+    image: np.ndarray,
+    mask: np.ndarray,
+    out: np.ndarray,
+    *,
+    window: int = 1024,
+    seed: int = 0,
+    **kw: Any,
+) -> RepairInfo:
+    """Repair an image larger than memory window by window (``mask`` and ``out`` may be
+    memory maps; ``out`` must already hold the input, ``image`` is not read).
+
+    Windows of ``window`` pixels overlap by a quarter; their cores (each window's share
+    of the overlap) tile the image. In raster order each window repairs the mask pixels
+    of its core, seeing what earlier windows repaired as known and the mask pixels not
+    yet repaired as unknown. Only mask pixels of ``out`` are written.
+    """
+    from bidsfill.microscopy.io import iter_tiles
+
+    del image
+    t0 = time.monotonic()
+    margin = window // 8
+    cores: list[tuple[int, int, int, int]] = []  # repaired cores, global coordinates
+    calls = tiles = 0
+    last: RepairInfo | None = None
+    for ys, xs in iter_tiles(mask.shape, window, 2 * margin):
+        y0 = ys.start if ys.start == 0 else ys.start + margin
+        x0 = xs.start if xs.start == 0 else xs.start + margin
+        y1 = ys.stop if ys.stop == mask.shape[0] else ys.stop - margin
+        x1 = xs.stop if xs.stop == mask.shape[1] else xs.stop - margin
+        m = np.asarray(mask[ys, xs]) != 0
+        core = np.zeros_like(m)
+        core[y0 - ys.start : y1 - ys.start, x0 - xs.start : x1 - xs.start] = True
+        if not (m & core).any():
+            cores.append((y0, y1, x0, x1))
+            continue
+        done = np.zeros_like(m)
+        for a0, a1, b0, b1 in cores:
+            done[max(a0 - ys.start, 0) : max(a1 - ys.start, 0),
+                 max(b0 - xs.start, 0) : max(b1 - xs.start, 0)] = True  # fmt: skip
+        todo = m & ~done
+        current = np.array(out[ys, xs])
+        repaired, last = repaint_image(net, card, current, todo, seed=seed + tiles, **kw)
+        write = todo & core
+        current[write] = repaired[write]
+        out[ys, xs] = current
+        cores.append((y0, y1, x0, x1))
+        calls += last.model_calls
+        tiles += last.tiles
+    info = last or RepairInfo("ddpm-repaint", "repaint", 0, 0, 0, 0, 0, 0.0, False, seed)
+    info.model_calls, info.tiles, info.seed = calls, tiles, seed
+    info.seconds = round(time.monotonic() - t0, 3)
+    return info

@@ -1,0 +1,99 @@
+"""The subject report of a microscopy repair: before/after at full resolution with the
+mask outline, and the cell statistics of the repaired area against intact tissue."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["write_microscopy_report"]
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def _rgb(gray: np.ndarray, outline: np.ndarray) -> np.ndarray:
+    g = gray.astype(np.float64)
+    lo, hi = np.percentile(g, (0.5, 99.5))
+    g = np.clip((g - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+    rgb = np.repeat(g[..., None], 3, -1)
+    rgb[outline] = (230, 30, 30)
+    return rgb
+
+
+def _crop(mask: np.ndarray, pad: int = 48, most: int = 1024) -> tuple[slice, slice]:
+    ys, xs = np.nonzero(mask)
+    y0, y1 = max(ys.min() - pad, 0), min(ys.max() + pad + 1, mask.shape[0])
+    x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad + 1, mask.shape[1])
+    return slice(y0, min(y1, y0 + most)), slice(x0, min(x1, x0 + most))
+
+
+def write_microscopy_report(out_dir: Path, subject: str, items: list[dict[str, Any]],
+                            card: Any) -> Path:  # fmt: skip
+    """``sub-<subject>.html`` with figures in ``sub-<subject>/figures/``."""
+    from PIL import Image
+    from scipy import ndimage
+
+    from bidsfill.microscopy.cells import cell_stats, otsu_threshold
+    from bidsfill.microscopy.io import read_image
+
+    fig_dir = Path(out_dir) / f"sub-{subject}" / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for item in items:
+        img, mask = item["img"], item["mask"]
+        repaired = item["repaired"]
+        if repaired is None:
+            repaired = read_image(item["dst"])[0]
+        ys, xs = _crop(mask)
+        before = np.asarray(item["array"][ys, xs])
+        after = np.asarray(repaired[ys, xs])
+        m = mask[ys, xs]
+        line = _outline(m)
+        names = []
+        for tag, arr in (("before", before), ("after", after)):
+            name = f"{img.stem}_{img.suffix}_{tag}.png"
+            Image.fromarray(_rgb(arr, line)).save(fig_dir / name)
+            names.append(name)
+        px = img.pixel_size_um or 1.0
+        thr = otsu_threshold(before)
+        ring = ndimage.binary_dilation(m, iterations=int(40 / px)) & ~m
+        rows = []
+        for label, arr, region in (("repaired area (after)", after, m),
+                                   ("intact ring around it (40 µm)", before, ring)):  # fmt: skip
+            st = cell_stats(arr, region, px, threshold=thr)
+            rows.append(f"<tr><td>{label}</td><td>{st['count']}</td>"
+                        f"<td>{st['density_per_mm2']:.0f}</td>"
+                        f"<td>{st['mean_size_um2']:.1f}</td></tr>")  # fmt: skip
+        figs = "".join(
+            f'<figure><a href="sub-{subject}/figures/{n}"><img src="sub-{subject}/figures/{n}" '
+            f'alt="{t}"></a><figcaption>{t}: full resolution (click to open 1:1)</figcaption>'
+            f"</figure>" for n, t in zip(names, ("before", "after"), strict=True))  # fmt: skip
+        parts.append(
+            f"<h2>{html.escape(img.path.name)}</h2><p>mask {html.escape(img.mask.name)}: "
+            f"{100 * mask.mean():.2f} % of the image; crop rows {ys.start}-{ys.stop}, columns "
+            f"{xs.start}-{xs.stop}; red: mask outline. Output "
+            f"<code>{html.escape(str(Path(item['dst']).relative_to(out_dir)))}</code>.</p>"
+            f'<div class="pair">{figs}</div>'
+            "<table><tr><th>cells (Otsu + watershed)</th><th>count</th><th>density / mm²</th>"
+            f"<th>mean size µm²</th></tr>{''.join(rows)}</table>"
+        )  # fmt: skip
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>bidsfill: sub-"
+        f"{html.escape(subject)} histology repair</title><style>body{{font-family:sans-serif;"
+        "margin:2em}} .pair{{display:flex;gap:1em;overflow:auto}} figure{{margin:0}} "
+        "img{{image-rendering:pixelated;max-width:48vw;cursor:zoom-in}} td,th{{padding:2px 8px;"
+        "border-bottom:1px solid #ccc}}</style></head><body>"
+        f"<h1>sub-{html.escape(subject)}: histology repair</h1><p>Model {card.name} (sha256 "
+        f"{str(card.sha256)[:12]}…), unconditional DDPM with RePaint (Kropp et al.).</p>"
+        + "".join(parts) + "</body></html>"
+    )  # fmt: skip
+    path = Path(out_dir) / f"sub-{subject}.html"
+    path.write_text(page)
+    return path
