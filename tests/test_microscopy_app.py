@@ -152,3 +152,20 @@ def test_demo_command_writes_the_dataset(tmp_path, capsys):
     for m in masks:
         frac = (read_image(m)[0] > 0).mean()
         assert 0.05 <= frac <= 0.5
+
+
+def test_bidsfill_train_microscopy_writes_weights_and_card(tmp_path):
+    from bidsfill.cli.train import main
+    from bidsfill.diffusion.weights import load_weights
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        img = np.clip(190 + rng.normal(0, 20, (96, 96)), 0, 255).astype(np.uint8)
+        paths.append(write_image(tmp_path / f"f{i}.tif", img))
+    out = tmp_path / "m" / "h.safetensors"
+    assert main(["--microscopy", *map(str, paths), "--out", str(out), "--steps", "4",
+                 "--batch", "2", "--patch", "32", "--save-every", "0"]) == 0  # fmt: skip
+    net, card = load_weights(out)
+    assert card.architecture == "histology2d" and card.training["steps"] == 4
+    assert "quarter" in card.training["heldout"]

@@ -9,7 +9,8 @@ whole sections (the images are memory-mapped TIFFs when uncompressed; a patch re
 only its window). The loss is the MSE of the noise; weights are an EMA of the
 network's.
 
-    python -m bidsfill.microscopy.train IMAGE [IMAGE ...] --out DIR --minutes 20
+    bidsfill-train --microscopy IMAGE [IMAGE ...] --out model.safetensors --minutes 20
+    (or python -m bidsfill.microscopy.train ...)
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _export(ema, card, losses, step, seconds, out: Path, batch, lr) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from bidsfill.microscopy.io import open_lazy
 
-    ap = argparse.ArgumentParser(prog="python -m bidsfill.microscopy.train",
+    ap = argparse.ArgumentParser(prog="bidsfill-train --microscopy",
                                  description=__doc__.split("\n\n")[0])  # fmt: skip
     ap.add_argument("images", nargs="+", type=Path, help="8/16-bit grayscale PNG/TIFF fields")
     ap.add_argument("--out", type=Path, required=True, help="weights path (.safetensors)")
