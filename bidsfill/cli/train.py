@@ -205,6 +205,11 @@ def _load_data(args: argparse.Namespace, cache: Path) -> tuple[list[Any], list[A
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--microscopy"]:  # 2D histology DDPM on sections (issue 18)
+        from bidsfill.microscopy.train import main as train_microscopy
+
+        return train_microscopy(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.task == "synthesize":
