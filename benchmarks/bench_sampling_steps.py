@@ -1,0 +1,114 @@
+"""Fill quality against network evaluations per crop for the shipped default (issue 17).
+
+The shipped model predicts the clean correction directly (``prediction_type: sample``),
+so one DDIM step from pure noise is its posterior-mean estimate: the direct-prediction
+route of fastWDM3D, used as the few-step sampler instead of a distillation. This script
+measures what more steps buy: it fills held-out scorecard cases (the scorecard's
+subjects, masks and metrics, without the tissue segmentations) with DDIM at 1, 2, 5, 10
+and 20 steps (``--steps`` for others), one sample each, and records masked PSNR01 and
+SSIM against evaluations, plus the nonlocal prefill alone, in "## Quality against
+network evaluations" of RESULTS.md and ``sampling_steps.png``.
+
+    python benchmarks/bench_sampling_steps.py [--subjects ds2748s61 ixi015] [--steps 1 2 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from _results import write_section
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = ROOT.parent / "shared" / "data"
+MODEL = ROOT / "bidsfill" / "data" / "models" / "pseudo3d.safetensors"
+SECTION = "Quality against network evaluations"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--subjects", nargs="+", default=["ds2748s61", "ixi015"])
+    p.add_argument("--kinds", nargs="+", default=["real-ms", "tumour"])
+    p.add_argument("--steps", nargs="+", type=int, default=[1, 2, 5, 10, 20])
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from bidsfill.bids.training import training_scans
+    from bidsfill.train.scorecard import (
+        FillerSpec,
+        held_out_volumes,
+        make_scorecard_cases,
+        score_cases,
+        summarise,
+    )
+
+    cache_dir = ROOT / "runs" / "scorecard" / "cache"
+    scans = training_scans(DATA / "healthy-t1w", args.subjects)
+    volumes = held_out_volumes(scans, dict.fromkeys(args.subjects), cache_dir)
+    cases = make_scorecard_cases(volumes, args.kinds, real_masks=DATA / "lesion-masks")
+    base = {"model": str(MODEL), "device": "cpu", "n_samples": 1}
+    fillers = [FillerSpec("nonlocal", "nonlocal")]
+    fillers += [FillerSpec(f"ddim{k}", "pseudo3d", {**base, "steps": k}) for k in args.steps]
+    load = os.getloadavg()[0]
+    start = time.perf_counter()
+    rows = score_cases(cases, fillers, tissues=False, n_threads=args.threads,
+                       log=lambda m: print(m, flush=True))  # fmt: skip
+    summary = summarise(rows)
+    lines = [
+        f"`python benchmarks/bench_sampling_steps.py` ({time.strftime('%Y-%m-%d')}): the "
+        f"shipped default on {len(cases)} held-out cases ({', '.join(args.subjects)} x "
+        f"{', '.join(args.kinds)}), one sample per fill, DDIM from pure noise. Network "
+        "evaluations per crop (and z-window) = steps. The 1-step fill is the model's direct "
+        "(posterior-mean) prediction; no distillation is needed for <= 2 evaluations.",
+        "",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, {args.threads} thread(s); "
+        f"1-min load before {load:.1f}; {time.perf_counter() - start:.0f} s in all.",
+        "",
+        "| sampler | evaluations per crop | PSNR01 | SSIM | seconds per case |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    points = []
+    for f in fillers:
+        s = summary.get(f.label, {})
+        evals = f.params.get("steps", 0)
+        lines.append(f"| {f.label} | {evals} | {s.get('brats_psnr_01', float('nan')):.2f} | "
+                     f"{s.get('brats_ssim', float('nan')):.4f} | "
+                     f"{s.get('seconds', float('nan')):.1f} |")  # fmt: skip
+        if evals:
+            points.append((evals, s.get("brats_psnr_01"), s.get("brats_ssim")))
+    text = "\n".join(lines)
+    print(text)
+    write_section(HERE / "RESULTS.md", SECTION, text)
+    _plot(points, summary.get("nonlocal", {}), HERE / "sampling_steps.png")
+
+
+def _plot(points, prefill, path: Path) -> None:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, i, name, key in ((axes[0], 1, "PSNR01 (dB)", "brats_psnr_01"),
+                             (axes[1], 2, "SSIM", "brats_ssim")):  # fmt: skip
+        ax.plot([p[0] for p in points], [p[i] for p in points], "o-", label="pseudo3d DDIM")
+        if key in prefill:
+            ax.axhline(prefill[key], color="grey", ls="--", label="nonlocal prefill")
+        ax.set_xscale("log")
+        ax.set_xlabel("network evaluations per crop")
+        ax.set_ylabel(name)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
