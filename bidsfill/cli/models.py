@@ -52,9 +52,34 @@ def _scorecard(card: dict[str, Any], arch: str) -> str:
     return f"{cases} held-out cases: " + ", ".join(parts) + met
 
 
+def _describe_synthesis(path: Path, card: dict[str, Any], sha: str, check: str) -> str:
+    """A missing-contrast synthesis (cWDM) model's lines."""
+    training = card.get("training") or {}
+    sampling = card.get("sampling") or {}
+    score = (card.get("metrics") or {}).get("held_out") or {}
+    scored = "; ".join(f"{k}: SSIM {v['ssim']:.3f}, PSNR {v['psnr']:.2f} dB"
+                       for k, v in score.items()) or "not scored in the card"  # fmt: skip
+    return "\n".join([
+        f"{path.stem}: --synthesize {card.get('target', '?')} from "
+        f"{', '.join(card.get('sources') or [])}, architecture {card.get('architecture', '?')} "
+        f"(cWDM), {path.stat().st_size / 1e6:.1f} MB, sha256 {sha[:16]}...{check}",
+        f"  trained on: {_names(training.get('training_data') or [], 'name')}; "
+        f"{training.get('budget', '?')}",
+        f"  held out: {_names(training.get('held_out') or [], 'participant')}",
+        f"  default sampling: DDIM {sampling.get('steps', '?')} step(s) over "
+        f"{sampling.get('crop', '?')} crops",
+        f"  scores: {scored}",
+        f"  card: {path.with_suffix('.json')}",
+    ])  # fmt: skip
+
+
 def describe_model(path: Path) -> str:
     """A few lines on one model: method, architecture, size, sha256, data, scorecard."""
     card = json.loads(path.with_suffix(".json").read_text())
+    if card.get("task") == "synthesize":
+        sha = _sha256(path)
+        check = "" if sha == card.get("sha256") else "  (sha256 DIFFERS from its card)"
+        return _describe_synthesis(path, card, sha, check)
     training = card.get("training") or {}
     sha = _sha256(path)
     check = "" if sha == card.get("sha256") else "  (sha256 DIFFERS from its card)"

@@ -123,8 +123,7 @@ def synthesize(
         raise ValueError(f"The model needs the source contrast(s) {missing}.")
     norm = [normalise(sources[c], percentiles=card.percentiles)[0] for c in card.sources]
     y = synthesize_normalised(model, card, norm, steps=steps, seed=seed, device=device)
-    y = np.where(brain_foreground(norm), y, 0.0)
-    return denormalise(y, card.target_range)
+    return np.where(brain_foreground(norm), denormalise(y, card.target_range), 0.0).astype(np.float32)
 
 
 def synthesize_files(
