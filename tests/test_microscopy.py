@@ -231,3 +231,18 @@ def test_a_few_training_steps_reduce_the_loss():
     assert card2.training["steps"] == 60
     hy, hx = heldout_quarter((128, 128))
     assert (hy.start, hx.start) == (64, 64)
+
+
+def test_the_shipped_model_and_its_card():
+    from bidsfill.diffusion.weights import file_sha256
+    from bidsfill.microscopy.model import default_model_path, load_model
+
+    path = default_model_path()
+    assert path.is_file() and path.stat().st_size < 10e6
+    net, card = load_model()
+    assert card.architecture == "histology2d" and card.sha256 == file_sha256(path)
+    assert card.schedule.beta_schedule == "cosine"
+    tr = card.training
+    assert {d["name"] for d in tr["training_data"]} == set(tr["heldout_regions"])
+    assert all("licence" in d for d in tr["training_data"])
+    assert "Very little data" in tr["note"] and "25 minutes" in tr["budget"]
