@@ -104,3 +104,15 @@ def test_a_model_for_another_target_is_refused(tmp_path, capsys, tiny_model):
                      "--synthesis-model", tiny_model)  # fmt: skip
     assert code == 64
     assert "writes FLAIR, not T2w" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_installed_flair_model_is_the_default(tmp_path):
+    path = installed_synthesis_model("FLAIR")
+    if path is None:
+        pytest.skip("no FLAIR synthesis model is installed")
+    bids, out = _dataset(tmp_path / "bids"), tmp_path / "out"
+    assert _bidsfill(tmp_path, bids, out, "--synthesize", "FLAIR") == 0
+    meta = json.loads((out / "sub-01" / "anat" / "sub-01_desc-synthetic_FLAIR.json").read_text())
+    assert meta["SynthesisModel"] == {**meta["SynthesisModel"], "Name": "cwdm-flair",
+                                      "Sha256": file_sha256(path)}  # fmt: skip
