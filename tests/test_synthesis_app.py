@@ -116,3 +116,33 @@ def test_the_installed_flair_model_is_the_default(tmp_path):
     meta = json.loads((out / "sub-01" / "anat" / "sub-01_desc-synthetic_FLAIR.json").read_text())
     assert meta["SynthesisModel"] == {**meta["SynthesisModel"], "Name": "cwdm-flair",
                                       "Sha256": file_sha256(path)}  # fmt: skip
+
+
+def test_bidsfill_train_task_synthesize(tmp_path):
+    from bidsfill.cli.train import main as train_main
+
+    bids = tmp_path / "bids"
+    write_description(bids)
+    (bids / "participants.tsv").write_text("participant_id\tlicence\nsub-01\tCC0\nsub-02\tCC0\n"
+                                           "sub-03\tCC-BY\nsub-04\tCC0\n")  # fmt: skip
+    for k in (1, 2, 3, 4):
+        anat = bids / f"sub-0{k}" / "anat"
+        t1 = phantom(k)
+        save(t1, anat / f"sub-0{k}_T1w.nii.gz")
+        save(np.where(t1 > 0, 250.0 - t1, 0), anat / f"sub-0{k}_T2w.nii.gz", np.float32)
+        if k != 4:  # sub-04 has no FLAIR: not used
+            save(np.where(t1 > 0, 200.0 - t1, 0), anat / f"sub-0{k}_FLAIR.nii.gz", np.float32)
+    export = tmp_path / "cwdm-flair-test.safetensors"
+    code = train_main(["--task", "synthesize", "--target", "FLAIR", "--sources", "T1w", "T2w",
+                       "--bids-dir", str(bids), "--val-participant-label", "03",
+                       "--run-dir", str(tmp_path / "run"), "--steps", "3", "--channels", "8", "16",
+                       "--norm-groups", "4", "--patch", "16", "16", "16", "--batch-size", "1",
+                       "--export", str(export)])  # fmt: skip
+    assert code == 0
+    card = json.loads(export.with_suffix(".json").read_text())
+    assert card["task"] == "synthesize" and card["training"]["steps"] == 3
+    assert [d["name"] for d in card["training"]["training_data"]] == ["sub-01_FLAIR", "sub-02_FLAIR"]
+    assert card["training"]["held_out"] == [{"participant": "sub-03", "licence": "CC-BY"}]
+    assert "Little data" in card["training"]["note"]
+    assert train_main(["--task", "synthesize", "--target", "FLAIR", "--sources", "FLAIR",
+                       "--bids-dir", str(bids)]) == 64  # fmt: skip
