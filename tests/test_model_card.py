@@ -20,7 +20,11 @@ MODELS = Path(__file__).parents[1] / "bidsfill" / "data" / "models"
 CFG = {"in_channels": 3, "out_channels": 1, "channels": [8, 16], "norm_num_groups": 4}
 
 
-@pytest.mark.parametrize("path", sorted(MODELS.glob("*.json")), ids=lambda p: p.name)
+# The fill models' cards (a synthesis model's card is a SynthesisCard, tested with it).
+FILL_CARDS = sorted(p for p in MODELS.glob("*.json") if p.stem in FILL_METHODS)
+
+
+@pytest.mark.parametrize("path", FILL_CARDS, ids=lambda p: p.name)
 def test_shipped_version_1_cards_load_and_round_trip(path):
     data = json.loads(path.read_text())
     card = ModelCard.load(path)
