@@ -177,6 +177,15 @@ class _UNetCore(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
+    def _check_input(self, x: torch.Tensor, layout: str, checked: int) -> None:
+        """Refuse an input of the wrong rank, or whose last ``checked`` sizes the U-Net's
+        down-sampling cannot halve ``len(channels) - 1`` times."""
+        if x.ndim != len(layout.split(", ")):
+            raise ValueError(f"Expected ({layout}), got shape {tuple(x.shape)}.")
+        sizes = tuple(x.shape[-checked:])
+        if any(s % self.divisor for s in sizes):
+            raise ValueError(f"Sizes {sizes} must be divisible by {self.divisor}.")
+
     def run(self, h: torch.Tensor, t: torch.Tensor, nz: int) -> torch.Tensor:
         # 1. timestep embedding, shared by the nz slices of a window
         emb = get_timestep_embedding(t.reshape(-1), self.temb_dim).to(dtype=h.dtype)
@@ -230,11 +239,8 @@ class Pseudo3DUNet(_UNetCore):
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            raise ValueError(f"Expected (N, C, Z, H, W), got shape {tuple(x.shape)}.")
+        self._check_input(x, "N, C, Z, H, W", 2)
         n, c, nz, hh, ww = x.shape
-        if hh % self.divisor or ww % self.divisor:
-            raise ValueError(f"H and W must be divisible by {self.divisor}, got {hh}x{ww}.")
         # slices become the batch: (N, C, Z, H, W) -> (N*Z, C, H, W) and back
         h = x.permute(0, 2, 1, 3, 4).reshape(n * nz, c, hh, ww)
         h = self.run(h, t, nz)
@@ -264,12 +270,7 @@ class WaveletUNet(_UNetCore):
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            raise ValueError(f"Expected (N, C, D, H, W), got shape {tuple(x.shape)}.")
-        if any(s % self.divisor for s in x.shape[2:]):
-            raise ValueError(
-                f"Spatial sizes must be divisible by {self.divisor}, got {tuple(x.shape[2:])}."
-            )
+        self._check_input(x, "N, C, D, H, W", 3)
         return self.run(x, t, 1)
 
 
@@ -294,10 +295,5 @@ class Image2DUNet(_UNetCore):
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"Expected (N, C, H, W), got shape {tuple(x.shape)}.")
-        if any(s % self.divisor for s in x.shape[2:]):
-            raise ValueError(
-                f"H and W must be divisible by {self.divisor}, got {tuple(x.shape[2:])}."
-            )
+        self._check_input(x, "N, C, H, W", 2)
         return self.run(x, t, 1)

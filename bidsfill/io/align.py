@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -77,6 +78,18 @@ def _as_nifti(data: np.ndarray, like: nib.Nifti1Image, path: Path) -> Path:
     return path
 
 
+def _cost_masks(lesion: Any, other_grid: Any) -> tuple[Any, Any]:
+    """Cost-function masks from a lesion known on one grid: its own (lesion voxels
+    thresholded) and the same mask carried onto ``other_grid`` by world coordinates
+    (voxels outside the lesion's field of view count as excluded, value 1)."""
+    import ants
+
+    own = ants.threshold_image(lesion, 0.5, 1e9, 0, 1)
+    other = ants.apply_transforms(other_grid, own, transformlist=[],
+                                  interpolator="nearestNeighbor", defaultvalue=1)  # fmt: skip
+    return own, other
+
+
 def _register(
     t1w: LoadedImage,
     reference: LoadedImage,
@@ -109,26 +122,18 @@ def _register(
         )
         lesion = None
         # Cost-function masking: the lesion looks different in FLAIR and T1w, so neither
-        # image's lesion voxels may drive the fit.
+        # image's lesion voxels may drive the fit. The lesion is known on one grid.
         if moving_lesion is not None:
             lesion = ants.image_read(
                 str(_as_nifti(moving_lesion, reference.img, tmp_dir / "mask.nii.gz"))
             )
-            moving_cfm = ants.threshold_image(lesion, 0.5, 1e9, 0, 1)
-            fixed_cfm = ants.apply_transforms(
-                fixed, moving_cfm, transformlist=[], interpolator="nearestNeighbor",
-                defaultvalue=1,
-            )  # fmt: skip
+            moving_cfm, fixed_cfm = _cost_masks(lesion, fixed)
         else:
             on_t1w = np.zeros(t1w.data.shape) if fixed_lesion is None else fixed_lesion
             t1w_lesion = ants.image_read(
                 str(_as_nifti(on_t1w, t1w.img, tmp_dir / "t1w_mask.nii.gz"))
             )
-            fixed_cfm = ants.threshold_image(t1w_lesion, 0.5, 1e9, 0, 1)
-            moving_cfm = ants.apply_transforms(
-                moving, fixed_cfm, transformlist=[], interpolator="nearestNeighbor",
-                defaultvalue=1,
-            )  # fmt: skip
+            fixed_cfm, moving_cfm = _cost_masks(t1w_lesion, moving)
         # Metric sampling: antspyx's default random 20 % of voxels is fast on a head but on
         # a small image (few samples) it can fall into a wrong optimum for some seeds, so
         # small images are sampled densely. Both are deterministic for a fixed seed.
