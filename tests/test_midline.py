@@ -136,3 +136,83 @@ def test_report_summary_names_the_plane():
     assert rows["Mid-sagittal plane"].startswith("tilt 8.0") and "offset 2.5 mm" in rows[
         "Mid-sagittal plane"]  # fmt: skip
     assert "Mid-sagittal plane" not in dict(_summary_rows({"filled": {"Method": "nawm"}}))
+
+
+def _plane_and_image(tmp_path):
+    """A LAS-oriented image, bright on the right of a known tilted plane and dark on its
+    left (judged at each voxel centre), with that plane."""
+    import nibabel as nib
+
+    n = np.array([np.cos(np.radians(9)), np.sin(np.radians(9)), np.sin(np.radians(5))])
+    plane = MidPlane(tuple(n / np.linalg.norm(n)), 3.0)
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])  # LAS: load_ras flips the first axis
+    affine[:3, 3] = [24.0, -27.0, -23.0]
+    ijk = np.indices((24, 28, 24)).reshape(3, -1)
+    world = affine[:3, :3] @ ijk + affine[:3, 3:]
+    side = (np.asarray(plane.normal) @ world - plane.offset).reshape(24, 28, 24)
+    image = np.where(side > 0, 100.0, 20.0).astype(np.float32)
+    path = tmp_path / "t1w.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    return plane, path
+
+
+def test_report_draws_the_plane_where_it_cuts_the_slice(tmp_path):
+    """The cyan line of the report's axial and coronal views lies on the plane: in every
+    pixel row it is within one voxel of where the step image (rendered by the report's own
+    tile renderer, bright right of the plane) changes from dark to bright."""
+    from PIL import Image
+
+    from bidsfill.report.midplane import PLANE_RGB, midplane_figure, ras_affine
+    from bidsfill.report.render import load_ras, render_tile
+
+    plane, path = _plane_and_image(tmp_path)
+    vol = load_ras(path)
+    box = tuple(slice(0, s) for s in vol.data.shape)
+    centre = (12, 14, 12)
+    out = midplane_figure(vol, ras_affine(path), plane.to_dict(), centre, (0, 120), box,
+                          tmp_path / "plane.png", px_per_mm=3)  # fmt: skip
+    rgb = np.asarray(Image.open(out).convert("RGB"))
+    x0 = 0
+    for axis in (2, 1):  # axial, coronal: composed left to right, 4 px apart
+        step = render_tile(vol.data, vol.zooms, axis, centre[axis], vrange=(0, 120), px_per_mm=3)
+        height, width = step.shape[:2]
+        tile = rgb[:height, x0 : x0 + width]
+        rows, cols = np.nonzero((tile == PLANE_RGB).all(axis=2))
+        assert len(set(rows)) > 0.8 * height  # one pixel a row, but under the text label
+        errors = []
+        for r, c in zip(rows, cols, strict=True):
+            edge = np.nonzero(step[r, :, 0] > 128)[0].min()  # the bright side is the right
+            errors.append(c - edge)
+        assert np.abs(errors).max() <= 6, (axis, errors)  # 6 px = one 2 mm voxel
+        # The voxel edges scatter about the plane; on average they sit on it (a 1 mm
+        # error in the plane would move the line 3 px).
+        assert abs(np.mean(errors)) < 1.5, (axis, np.mean(errors))
+        x0 += width + 4
+
+
+def test_report_draws_the_plane_of_a_symmetry_fill(tmp_path, tiny_bids):
+    """A filled T1w whose sidecar has a MidSagittalPlane gets the plane figure, with its
+    angle and offset in the caption; one without gets none."""
+    import json
+
+    from PIL import Image
+    from report_outputs import write_outputs
+
+    from bidsfill.report.midplane import PLANE_RGB
+    from bidsfill.report.rebuild import summary_from_outputs
+    from bidsfill.report.run_section import run_section
+
+    out = tmp_path / "out"
+    sidecars = write_outputs(tiny_bids, out, [tmp_path / "lesions"], method="pseudo3d")
+    with_plane, without = sidecars[0], sidecars[1]
+    meta = json.loads(with_plane.read_text())
+    plane = MidPlane((np.cos(np.radians(8)), np.sin(np.radians(8)), 0.0), 2.5)
+    with_plane.write_text(json.dumps({**meta, "MidSagittalPlane": plane.to_dict()}))
+    section = run_section(summary_from_outputs(out, with_plane), out, out / "figures")
+    figure = next(p for p in section.figures if p.name.endswith("_desc-midplane_T1w.png"))
+    assert (np.asarray(Image.open(figure).convert("RGB")) == PLANE_RGB).all(axis=2).any()
+    assert "Mid-sagittal plane" in section.html and figure.name in section.html
+    assert "tilted 8.0° " in section.html and "offset 2.5 mm" in section.html
+    plain = run_section(summary_from_outputs(out, without), out, out / "figures")
+    assert not any("midplane" in p.name for p in plain.figures)
+    assert "Mid-sagittal plane" not in plain.html

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from bidsfill.report.figures import (
+    _scale,
     box_around,
     cluster_flickers,
     find_clusters,
@@ -24,7 +25,8 @@ from bidsfill.report.intensity import (
     intensity_samples,
     intensity_table,
 )
-from bidsfill.report.render import load_ras, window
+from bidsfill.report.midplane import midplane_figure, plane_caption, ras_affine
+from bidsfill.report.render import Volume, load_ras, window
 from bidsfill.segment.tissues import LABELS
 
 __all__ = ["RunSection", "run_section"]
@@ -162,6 +164,17 @@ def run_section(summary: dict[str, Any], output_dir: Path, fig_dir: Path) -> Run
         parts.append(table(["Lesion", "Voxels", "Volume (ml)", "Centre (RAS voxel)"],
                            [(c.index, c.voxels, c.volume_ml, str(c.centre)) for c in clusters]))  # fmt: skip
 
+    plane = meta.get("MidSagittalPlane")
+    if isinstance(plane, dict):  # the symmetry channel's plane, drawn where it cuts
+        plane_fig = _midplane(original, source if original is not filled else filled_path,
+                              plane, mask, clusters, vrange, brain_box,
+                              fig_dir / f"{stem}_desc-midplane_T1w.png")  # fmt: skip
+        figs.append(plane_fig)
+        where = "through the largest lesion" if clusters else "through the brain's centre"
+        parts.append("<h3>Mid-sagittal plane</h3>"
+                     + figure(_rel(plane_fig, output_dir), "estimated mid-sagittal plane",
+                              f"Axial and coronal slices {where}. {esc(plane_caption(plane))}"))  # fmt: skip
+
     # Zoomed before/after of each lesion.
     flickers = cluster_flickers(original, filled.data, mask, clusters, vrange, fig_dir, stem)
     figs += [p for _, p in flickers]
@@ -230,6 +243,16 @@ def run_section(summary: dict[str, Any], output_dir: Path, fig_dir: Path) -> Run
     )  # fmt: skip
     return RunSection(anchor=anchor, title=stem, html="".join(parts), warnings=warnings,
                       figures=figs)  # fmt: skip
+
+
+def _midplane(t1w: Volume, grid: Path, plane: dict[str, Any], mask: np.ndarray, clusters: list,
+              vrange: tuple[float, float], brain_box: tuple[slice, slice, slice],
+              out_file: Path) -> Path:  # fmt: skip
+    """The plane on axial and coronal slices through the largest lesion (or the brain's
+    centre); ``grid`` is the image file whose RAS affine the slices are on."""
+    centre = clusters[0].centre if clusters else tuple((b.start + b.stop) // 2 for b in brain_box)
+    return midplane_figure(t1w, ras_affine(grid), plane, centre, vrange, brain_box, out_file,
+                           mask=mask, px_per_mm=_scale(brain_box, t1w.zooms, 260))  # fmt: skip
 
 
 def _rel(path: Path, root: Path) -> str:
