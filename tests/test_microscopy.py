@@ -47,6 +47,7 @@ def small_net(seed=0, pointwise=False):
     net = card.spec.build(**card.config)
     torch.nn.init.normal_(net.out[-1].weight, std=0.05)
     if pointwise:  # a network that sees one pixel only: tiles must equal one pass exactly
+
         class Pointwise(torch.nn.Module):
             def __init__(self):
                 super().__init__()
@@ -246,3 +247,57 @@ def test_the_shipped_model_and_its_card():
     assert {d["name"] for d in tr["training_data"]} == set(tr["heldout_regions"])
     assert all("licence" in d for d in tr["training_data"])
     assert "Very little data" in tr["note"] and "25 minutes" in tr["budget"]
+
+
+def _half_glass(shape=(128, 128)) -> np.ndarray:
+    """Cell texture on the left half, constant bright glass on the right half."""
+    img = cells_image(shape, n=60, seed=3)
+    img[:, shape[1] // 2 :] = 235
+    return img
+
+
+def test_tissue_mask_finds_the_glass():
+    from bidsfill.microscopy.model import intensity_window
+    from bidsfill.microscopy.tissue import tissue_grid
+
+    img = _half_glass()
+    grid = tissue_grid(img, *intensity_window(img))
+    assert grid.tissue[:, :4].all() and not grid.tissue[:, 4:].any()
+    assert grid.fraction(0, 0, 32) == 1.0 and grid.fraction(0, 96, 32) == 0.0
+    assert grid.fraction(0, 48, 32) == 0.5  # overlap-weighted: 16 px of texture in 32
+    full = cells_image((128, 128), n=60, seed=4)
+    assert tissue_grid(full, *intensity_window(full)).fraction_of_image == 1.0
+
+
+def test_training_patches_come_from_the_tissue():
+    """Half glass, half texture: with the filter every patch is mostly texture; without it
+    about half are mostly glass. Draws are bounded: an all-glass image still gives patches."""
+    from bidsfill.microscopy.train import _Source, sample_batch
+
+    img = _half_glass()
+    rng = np.random.default_rng(0)
+    kept = _Source(img, heldout=False, min_tissue=0.5)
+    xs = np.array([kept.corner(32, rng)[1] for _ in range(300)])
+    assert (xs + 32 - 64 <= 16).all()  # at least half of each patch left of the glass
+    assert kept.rejected > 100 and kept.fallbacks == 0
+    off = _Source(img, heldout=False, min_tissue=0.0)
+    xs = np.array([off.corner(32, rng)[1] for _ in range(300)])
+    assert (xs + 32 - 64 > 16).mean() > 0.3
+    batch = sample_batch([kept], 64, 32, rng, augment=False).numpy()
+    glass = (235 - kept.lo) / (kept.hi - kept.lo) * 2 - 1
+    assert (np.isclose(batch, glass).mean(axis=(1, 2, 3)) <= 0.5 + 1e-9).all()
+    glass_only = _Source(np.full((96, 96), 235, np.uint8), heldout=False, min_tissue=0.5)
+    assert glass_only.tissue.fraction_of_image == 0.0
+    glass_only.corner(32, rng)
+    assert glass_only.fallbacks == 1 and glass_only.rejected == 20
+
+
+def test_the_card_records_the_tissue_filter():
+    card = new_card(patch=32, config=SMALL)
+    _, card2, _ = train([_half_glass()], card=card, steps=2, batch=4, seed=0, heldout=False)
+    tf = card2.training["tissue_filter"]
+    assert tf["min_tissue_fraction"] == 0.5 and "16 px" in tf["rule"]
+    assert tf["tissue_fraction_per_image"] == [0.5] and tf["patches"] == 8
+    assert tf["rejected_draws"] > 0 and tf["patches_after_all_draws_failed"] == 0
+    _, card3, _ = train([_half_glass()], card=card, steps=1, batch=2, seed=0, min_tissue=0)
+    assert card3.training["tissue_filter"]["rule"].startswith("off")

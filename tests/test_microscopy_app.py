@@ -81,7 +81,8 @@ def test_demo_repairs_end_to_end_and_validates(demo, tmp_path, tiny_model, capsy
         assert side["Sources"][0].startswith("bids:raw:")
         std = dst.with_name(dst.name.replace("desc-repaired", "desc-repairstd"))
         assert std.is_file() and np.all(read_image(std)[0][~mask] == 0)
-    assert (out / "sub-demics01.html").is_file()
+    page = (out / "sub-demics01.html").read_text()
+    assert page.count('class="zv"') == 1 and "_outline.png" in page  # the zoomable viewer
     assert validator_errors(out) == []
 
 
@@ -169,3 +170,10 @@ def test_bidsfill_train_microscopy_writes_weights_and_card(tmp_path):
     net, card = load_weights(out)
     assert card.architecture == "histology2d" and card.training["steps"] == 4
     assert "quarter" in card.training["heldout"]
+    assert card.training["tissue_filter"]["min_tissue_fraction"] == 0.5
+    assert main(["--microscopy", *map(str, paths), "--out", str(out), "--steps", "1",
+                 "--batch", "2", "--patch", "32", "--save-every", "0", "--min-tissue", "0"]) == 0  # fmt: skip
+    assert load_weights(out)[1].training["tissue_filter"]["rule"].startswith("off")
+    with pytest.raises(SystemExit) as err:
+        main(["--microscopy", str(paths[0]), "--out", str(out), "--min-tissue", "1.5"])
+    assert err.value.code == 2
