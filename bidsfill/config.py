@@ -138,6 +138,8 @@ class workflow(_Section):
     """``auto``, ``cpu`` or ``cuda[:N]``."""
     feather: bool = False
     """Blend the first voxel layer inside the mask toward its known neighbours."""
+    flip: bool | None = None
+    """Fill every other sample from the left-right mirrored crop (None: the card's default)."""
     jump_length: int = 5
     """RePaint: steps jumped back before resampling."""
     jump_n_sample: int = 2
@@ -191,7 +193,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "verbose_count": ("execution", "verbosity"),
     **{dest: ("workflow", dest) for dest in (
         "method", "dilate", "mask_threshold", "allow_large_masks", "sampler", "steps", "eta",
-        "n_samples", "adapt_steps", "model", "device", "feather", "jump_length",
+        "n_samples", "adapt_steps", "model", "device", "feather", "flip", "jump_length",
         "jump_n_sample", "skip_segmentation", "synthesize", "synthesis_model")},
     "omp_nthreads": ("nipype", "omp_nthreads"),
     "nprocs": ("nipype", "nprocs"),

@@ -148,3 +148,35 @@ def test_warp_from_world_follows_the_world_map():
     out = warp_from_world(data, np.eye(4), (10, 10, 10), np.eye(4), shift, order=0)
     assert np.array_equal(out[2:4, 4:6, 4:6], np.ones((2, 2, 2)))
     assert out.sum() == 8
+
+
+@pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (0.8, 0.8, 1.2)])
+def test_flipped_views_keep_the_prefill_identity_and_the_outside(zooms):
+    img, mask = _case()
+    zero, card = _model(zero=True)
+    out = inpaint_volume(img, mask, zero, card, steps=1, n_samples=2, flip=True, zooms=zooms,
+                         seed=1, prefill=classical_prefill)  # fmt: skip
+    assert np.array_equal(out.mean, classical_prefill(img, mask, zooms))
+    net, card = _model(zero=False)
+    runs = {
+        (n, flip): inpaint_volume(img, mask, net, card, steps=1, n_samples=n, flip=flip,
+                                  zooms=zooms, seed=1, prefill=classical_prefill).mean
+        for n in (1, 2) for flip in (False, True)
+    }  # fmt: skip
+    for filled in runs.values():
+        assert np.array_equal(filled[~mask], img[~mask])
+    assert np.array_equal(runs[1, False], runs[1, True])  # only every other sample flips
+    assert not np.allclose(runs[2, False][mask], runs[2, True][mask])  # the second view is mirrored
+
+
+def test_flip_default_comes_from_the_card():
+    from bidsfill.diffusion.card import ModelCard
+    from bidsfill.diffusion.sampling import SamplingPlan
+
+    _, card = _model(zero=True)
+    plain = ModelCard.coerce(card)
+    flips = ModelCard.coerce({**card, "sampling": {"steps": 1, "n_samples": 2, "flip": True}})
+    assert SamplingPlan().resolve(plain).flip is False
+    assert SamplingPlan().resolve(flips).flip is True
+    assert SamplingPlan(flip=False).resolve(flips).flip is False
+    assert flips.sampling.to_dict() == {"steps": 1, "n_samples": 2, "flip": True}

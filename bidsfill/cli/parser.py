@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto, cpu, cuda or cuda:N")  # fmt: skip
     g_fill.add_argument("--feather", action="store_true",
                         help="blend the first voxel layer inside the mask toward its neighbours")  # fmt: skip
+    g_fill.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="fill every other sample of the mean from the left-right mirrored "
+                             "crop and mirror it back (default: the model card's)")  # fmt: skip
     g_fill.add_argument("--jump-length", type=positive, default=5, metavar="J",
                         help="RePaint: steps jumped back before resampling")  # fmt: skip
     g_fill.add_argument("--jump-n-sample", type=positive, default=2, metavar="R",

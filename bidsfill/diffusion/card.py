@@ -199,15 +199,22 @@ class SamplingDefaults:
 
     steps: int | None = None
     n_samples: int | None = None
+    flip: bool | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SamplingDefaults:
-        data = data or {}
-        return cls(**{k: int(v) for k, v in data.items() if v is not None})
+        data = dict(data or {})
+        flip = data.pop("flip", None)
+        ints = {k: int(v) for k, v in data.items() if v is not None}
+        return cls(**ints, flip=None if flip is None else bool(flip))
 
-    def to_dict(self) -> dict[str, int]:
-        out = {"steps": self.steps, "n_samples": self.n_samples}
-        return {k: int(v) for k, v in out.items() if v}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            k: int(v) for k, v in (("steps", self.steps), ("n_samples", self.n_samples)) if v
+        }
+        if self.flip is not None:
+            out["flip"] = bool(self.flip)
+        return out
 
 
 _REQUIRED = ("architecture", "schedule", "preprocessing")

@@ -247,6 +247,30 @@ def _adapted(
         )  # fmt: skip
 
 
+def _prepare_view(
+    image: np.ndarray,
+    mask: np.ndarray,
+    extras_full: list[np.ndarray],
+    sl: tuple[slice, ...],
+    grid: Any,
+    spec: Any,
+    pre: Any,
+    reference: Any,
+    *,
+    flipped: bool,
+) -> Preparation:
+    """The crop prepared for the network, or its left-right mirror (axis 0, the flip the
+    training augmentation draws); a mirrored view's fill is mirrored back by the caller."""
+
+    def view(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a[::-1]) if flipped else a
+
+    return Preparation.fit(
+        view(image), view(mask), grid, arch=spec, preprocessing=pre, reference=reference,
+        extras=[view(e[sl]) for e in extras_full],
+    )  # fmt: skip
+
+
 def inpaint_volume(
     image: np.ndarray,
     mask: np.ndarray,
@@ -318,13 +342,12 @@ def inpaint_volume(
     net.eval()
     for done, grid in enumerate(grids, start=1):
         sl = grid.crop.slices
-        prep = Preparation.fit(
-            image[sl], mask[sl], grid, arch=spec, preprocessing=pre, reference=reference,
-            extras=[e[sl] for e in extras_full],
-        )  # fmt: skip
+        views = [_prepare_view(image[sl], mask[sl], extras_full, sl, grid, spec, pre, reference,
+                               flipped=f) for f in ((False, True) if plan.flip else (False,))]  # fmt: skip
         # Context boxes may overlap; each lesion is filled by the one crop made for it.
         own = np.isin(components[sl], grid.crop.labels)
-        for _ in range(n_samples):
+        for i in range(n_samples):
+            prep = views[i % len(views)]
             with torch.inference_mode():
                 vol, k = _sample_crop(
                     net, card, plan, prep, generator=generator, device=device,
@@ -332,6 +355,8 @@ def inpaint_volume(
                 )  # fmt: skip
             calls += k
             filled = prep.inverse(vol)
+            if i % len(views):
+                filled = filled[::-1]
             total[sl][own] += filled[own]
             total_sq[sl][own] += filled[own] ** 2
         if progress is not None:

@@ -38,6 +38,10 @@ class SamplingPlan:
         jump_length, jump_n_sample: RePaint resampling (unconditional models only).
         feather: blend the first layer inside the mask toward its known neighbours.
         adapt_steps: fine-tune a copy of the model on the scan first (0: no).
+        flip: fill every other sample of the mean from the left-right mirrored crop and
+            mirror it back (test-time augmentation: the models are trained with these
+            flips, so the two views err differently and their mean errs less, at no extra
+            cost); None: the card's default, else off.
     """
 
     sampler: str = "ddim"
@@ -49,6 +53,7 @@ class SamplingPlan:
     jump_n_sample: int = 2
     feather: bool = False
     adapt_steps: int = 0
+    flip: bool | None = None
 
     def __post_init__(self) -> None:
         sampler = (self.sampler or "ddim").lower()
@@ -66,6 +71,7 @@ class SamplingPlan:
         set_(self, "device", (self.device or "auto").strip().lower())
         set_(self, "adapt_steps", int(self.adapt_steps or 0))
         set_(self, "feather", bool(self.feather))
+        set_(self, "flip", None if self.flip is None else bool(self.flip))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SamplingPlan:
@@ -81,22 +87,23 @@ class SamplingPlan:
         """The plan with the model's decisions filled in.
 
         DDPM runs all T training steps with eta 1. DDIM takes the user's steps, else the
-        card's default (capped at T), else :data:`DEFAULT_STEPS`; samples likewise
-        default to the card's, else 1.
+        card's default (capped at T), else :data:`DEFAULT_STEPS`; samples and flips
+        likewise default to the card's, else 1 and off.
 
         Raises:
             ValueError: DDIM steps outside 1..T.
         """
         T = card.num_train_timesteps
         n = self.n_samples or card.sampling.n_samples or 1
+        flip = bool(card.sampling.flip) if self.flip is None else self.flip
         if self.sampler == "ddpm":
-            return dataclasses.replace(self, steps=T, eta=1.0, n_samples=n)
+            return dataclasses.replace(self, steps=T, eta=1.0, n_samples=n, flip=flip)
         k = self.steps or min(card.sampling.steps or DEFAULT_STEPS, T)
         if not 1 <= k <= T:
             raise ValueError(
                 f"--steps must be between 1 and the model's {T} training steps, got {k}."
             )
-        return dataclasses.replace(self, steps=k, n_samples=n)
+        return dataclasses.replace(self, steps=k, n_samples=n, flip=flip)
 
     @property
     def wants_gpu(self) -> bool:

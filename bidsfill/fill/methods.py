@@ -19,7 +19,9 @@ __all__ = ["FILL_METHODS", "FillMethod", "classical_methods", "fill_method"]
 
 #: Sampling options every diffusion method takes (fields of SamplingPlan); RePaint adds
 #: its resampling jumps.
-_SAMPLING = ("sampler", "steps", "eta", "n_samples", "device", "feather", "adapt_steps")
+_SAMPLING = (
+    "sampler", "steps", "eta", "n_samples", "device", "feather", "adapt_steps", "flip",
+)  # fmt: skip
 _REPAINT = (*_SAMPLING, "jump_length", "jump_n_sample")
 
 
