@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from bidsfill.fill.methods import FILL_METHODS, fill_method
+
 HERE = Path(__file__).resolve().parent
 SECTION = "Method comparison"
 
@@ -77,7 +79,8 @@ METRICS: list[tuple[str, str, str]] = [
     ("vol_diff_pct_WM", "ΔV WM (%)", "+.2f"),
 ]
 BASELINE = "lesioned (no fill)"
-NO_WEIGHTS = ("slicewise", "wdm3d", "repaint")
+#: The diffusion methods without shipped weights (every one of the registry but the default).
+NO_WEIGHTS = tuple(n for n, m in FILL_METHODS.items() if m.uses_model and n != "pseudo3d")
 
 
 @dataclass
@@ -245,7 +248,7 @@ def default_specs(
     names.sort(key=lambda n: order.index(n) if n in order else len(order))
     specs = []
     for name in names:
-        if name in ("pseudo3d", "slicewise", "wdm3d", "repaint"):
+        if fill_method(name).uses_model:
             combos = [(s, 1) for s in steps] + [(steps[0], n) for n in n_samples if n > 1]
             for s, n in combos:
                 label = f"{name} {sampler.upper()} {s}" + (f" ×{n}" if n > 1 else "")

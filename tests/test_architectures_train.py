@@ -26,6 +26,7 @@ torch.set_num_threads(1)
 CASES = {
     "pseudo3d": ("pseudo3d", 3, 1, [16, 16, 4], (24, 24, 8)),
     "slicewise": ("slicewise", 3, 1, [16, 16, 4], (24, 24, 8)),
+    "seqpos": ("seqpos", 3, 1, [16, 16, 4], (24, 24, 8)),
     "wdm3d": ("wdm3d", 24, 8, [16, 16, 16], (24, 24, 20)),
     "repaint": ("pseudo3d", 1, 1, [16, 16, 4], (24, 24, 8)),
 }

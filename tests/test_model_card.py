@@ -103,9 +103,10 @@ def test_architecture_specs_describe_their_networks():
         net = spec.build(**cfg)
         d = spec.spatial_divisor(cfg)
         depth = spec.min_crop(cfg, 4)[2]
-        x = torch.zeros(1, cfg["in_channels"] // spec.bands, d, d, depth)
+        extra = int(spec.slice_position)  # the slice-position channel goes in as well
+        x = torch.zeros(1, cfg["in_channels"] // spec.bands + extra, d, d, depth)
         layout = spec.to_network(x[0])[None]
-        assert layout.shape[1] == cfg["in_channels"]
+        assert layout.shape[1] == cfg["in_channels"] + extra
         out = net(layout, torch.tensor([1]))
         assert spec.from_network(out, (d, d, depth)).shape == (1, 1, d, d, depth)
         assert spec.is_conditional(cfg["in_channels"]) and not spec.is_conditional(spec.bands)

@@ -47,7 +47,7 @@ def draw_adaptation_region(
     region: tuple[int, int, int],
     rng: np.random.Generator,
     attempts: int = 50,
-) -> tuple[np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray, np.ndarray, int] | None:
     """One (image region, mask) with a lesion-shaped mask in healthy tissue.
 
     Args:
@@ -59,7 +59,8 @@ def draw_adaptation_region(
         rng: the random generator (seeded by the caller).
 
     Returns:
-        ``(region image, region mask)``, or None when no place was found.
+        ``(region image, region mask, index of the region's first z slice)``, or None
+        when no place was found.
     """
     candidates = np.argwhere(tissue)
     if not len(candidates) or not components:
@@ -82,7 +83,7 @@ def draw_adaptation_region(
         mask[tuple(slice(a, a + s) for a, s in zip(start, sub.shape, strict=True))] = sub
         mask &= tissue[box]
         if mask.sum() >= 2:
-            return np.asarray(image[box], dtype=np.float32), mask
+            return np.asarray(image[box], dtype=np.float32), mask, int(lo[2])
     return None
 
 
@@ -153,7 +154,7 @@ def adapt_model(
                 if drawn is None:
                     LOGGER.warning("No healthy place for adaptation examples; not adapted.")
                     return net
-                img_r, mask_r = drawn
+                img_r, mask_r, z0 = drawn
                 extra = {}
                 if "prefill" in extras:
                     extra["prefill"] = prefill(img_r, mask_r, zooms, pre.prefill)
@@ -167,6 +168,7 @@ def adapt_model(
                         rng=rng,
                         extra_images=extra,
                         reference=reference,
+                        z_frame=(z0, image.shape[2]),
                     )  # fmt: skip
                 )
             x0 = torch.stack([ex.x0 for ex in batch]).to(device)

@@ -5,8 +5,9 @@ Everything that differs between architectures is a field or method of
 an architecture means adding one entry to :data:`SPECS`.
 
 Layouts: volumes are ``(X, Y, Z)`` with Z axial. Slice models see ``(C, Z, X, Y)``
-(axial slices first; windows of consecutive slices share one timestep); the wavelet
-model sees the 8 Haar sub-bands of each channel at half resolution.
+(axial slices first; windows of consecutive slices share one timestep), seq-pos models
+with one more channel after the conditioning: each slice's position in its volume; the
+wavelet model sees the 8 Haar sub-bands of each channel at half resolution.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from bidsfill.diffusion.networks import Image2DUNet, Pseudo3DUNet, WaveletUNet
+from bidsfill.diffusion.networks import (
+    Image2DUNet,
+    Pseudo3DUNet,
+    SlicePositionUNet,
+    WaveletUNet,
+)
 from bidsfill.diffusion.wavelets import dwt3d, idwt3d
 
 __all__ = [
@@ -52,6 +58,9 @@ class ArchitectureSpec:
         window, window_overlap: default z-window of slice models (None otherwise).
         image_dims: 3 for the MRI volume models (the fill methods of the app), 2 for
             models of 2D images (histology), which the MRI code never lists.
+        slice_position: the network takes each slice's position in its volume as a last
+            input channel (seq-pos); the crop pipeline appends it after the conditioning,
+            for unconditional models too.
     """
 
     name: str
@@ -65,6 +74,7 @@ class ArchitectureSpec:
     window_overlap: int | None = 4
     image_dims: int = 3
     network_kwargs: dict[str, Any] = field(default_factory=dict)
+    slice_position: bool = False
 
     # -- network ----------------------------------------------------------------------
     def build(self, **config: Any) -> nn.Module:
@@ -78,6 +88,17 @@ class ArchitectureSpec:
     def is_conditional(self, in_channels: int) -> bool:
         """True when the network takes conditioning channels after x_t."""
         return int(in_channels) > self.bands
+
+    def condition_channels(self, cond: torch.Tensor, conditional: bool) -> torch.Tensor | None:
+        """The channels after x_t that the network takes, from all conditioning channels
+        ``cond`` (with or without a batch axis): all of them for a conditional model; for
+        an unconditional one the slice-position channel of a seq-pos model, else none."""
+        if conditional:
+            return cond
+        if not self.slice_position:
+            return None
+        axis = cond.ndim - 4  # slice layout: (..., C, Z, X, Y)
+        return cond.narrow(axis, cond.shape[axis] - 1, 1)
 
     def channels_for(self, n_conditions: int) -> dict[str, int]:
         """``in_channels``/``out_channels`` of a network with ``n_conditions`` conditioning
@@ -136,6 +157,19 @@ SPECS: dict[str, ArchitectureSpec] = {
             {"in_channels": 3, "out_channels": 1, "channels": [16, 32, 64],
              "num_res_blocks": 1, "norm_num_groups": 8},
             network_kwargs={"z_conv": False},
+        ),
+        # DDPM 2D seq-pos (Durrer et al. 2025): the slice-wise model with each slice's
+        # position in its volume (z of the slice centre over the volume's extent, 0..1,
+        # so grids of any voxel size agree) embedded and added to the time embedding.
+        # The paper also conditions each slice on the one sampled before it; that needs
+        # slice-by-slice sampling, which the windows of slices denoised together (the
+        # crop pipeline every slice model shares) do not have, so it is left out.
+        ArchitectureSpec(
+            "seqpos",
+            SlicePositionUNet,
+            {"in_channels": 3, "out_channels": 1, "channels": [16, 32, 64],
+             "num_res_blocks": 1, "norm_num_groups": 8},
+            slice_position=True,
         ),
         ArchitectureSpec(
             "wdm3d",

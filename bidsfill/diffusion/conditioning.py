@@ -62,9 +62,17 @@ def to_network(
     image_norm: np.ndarray,
     mask: np.ndarray,
     extras_norm: list[np.ndarray],
+    positions: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0, condition) of a normalised crop in the network's layout (no batch axis)."""
+    """(x0, condition) of a normalised crop in the network's layout (no batch axis).
+
+    ``positions`` (one per z slice, seq-pos models) becomes a last condition channel,
+    constant over each slice.
+    """
     spec = get_architecture(arch)
     x = torch.as_tensor(np.asarray(image_norm, np.float32))[None]
     cond = build_condition(image_norm, mask, extras_norm)
+    if positions is not None:
+        plane = np.broadcast_to(np.asarray(positions, np.float32), np.shape(image_norm))
+        cond = torch.cat([cond, torch.as_tensor(np.ascontiguousarray(plane))[None]])
     return spec.to_network(x), spec.to_network(cond)

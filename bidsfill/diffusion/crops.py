@@ -223,16 +223,36 @@ def training_patch(
 @dataclass(frozen=True)
 class CropGrid:
     """A crop on the model's grid: the native box, its model-grid shape, and the padding
-    that makes that shape divisible (as :class:`Crop` pads)."""
+    that makes that shape divisible (as :class:`Crop` pads).
+
+    ``z_frame`` places the array the crop was cut from in its volume along z: (the index
+    of the array's first slice in the volume, the volume's number of slices); a training
+    region is such an array. It gives each slice its position (:meth:`slice_positions`).
+    """
 
     crop: Crop
     model_shape: tuple[int, ...] | None  # None: the native grid is the model's grid
     pad: tuple[tuple[int, int], ...]
+    z_frame: tuple[int, int] | None = None
 
     @classmethod
-    def native(cls, crop: Crop) -> CropGrid:
+    def native(cls, crop: Crop, z_frame: tuple[int, int] | None = None) -> CropGrid:
         """A crop on the native grid, its padding moved to the grid."""
-        return cls(Crop(crop.start, crop.stop, labels=crop.labels), None, crop.pad)
+        return cls(Crop(crop.start, crop.stop, labels=crop.labels), None, crop.pad, z_frame)
+
+    def slice_positions(self) -> np.ndarray:
+        """The position in the volume of each z slice of the padded model-grid crop: the
+        slice centre's z over the volume's extent (0..1 inside the volume; padding
+        extrapolates). Independent of the voxel size, so a model-grid slice of a
+        resampled crop gets the position of the native z it samples."""
+        if self.z_frame is None:
+            raise ValueError("This crop has no z frame: its slice positions are unknown.")
+        origin, depth = self.z_frame
+        (p0, p1), n_in = self.pad[2], self.crop.stop[2] - self.crop.start[2]
+        n_out = n_in if self.model_shape is None else self.model_shape[2]
+        k = np.arange(n_out + p0 + p1, dtype=np.float64) - p0
+        z = self.crop.start[2] + (k + 0.5) * n_in / n_out - 0.5  # as resample_box samples
+        return ((origin + z + 0.5) / depth).astype(np.float32)
 
     def to_model(self, native: np.ndarray, order: int = 1) -> np.ndarray:
         """Native crop (inside the volume) -> padded model-grid array."""
@@ -281,9 +301,10 @@ def crop_grids(
     voxel = pre.voxel_size
     same = voxel is None or np.allclose(zooms, voxel, rtol=0.05)
     margin, frac = int(pre.margin), float(pre.context_fraction)
+    frame = (0, int(mask.shape[2]))
     if same:
         crops = lesion_crops(mask, margin, min_size, divisor, context_fraction=frac)
-        return [CropGrid.native(c) for c in crops]
+        return [CropGrid.native(c, frame) for c in crops]
     factor = np.asarray(voxel, dtype=float) / np.asarray(zooms, dtype=float)  # native per model
     native_margin = int(np.ceil(margin * float(factor.max())))
     native_min = tuple(int(np.ceil(m * f)) for m, f in zip(min_size, factor, strict=True))
@@ -295,5 +316,5 @@ def crop_grids(
         pad = tuple(
             ((p - n) // 2, p - n - (p - n) // 2) for p, n in zip(padded, shape, strict=True)
         )
-        grids.append(CropGrid(Crop(c.start, c.stop, labels=c.labels), tuple(shape), pad))
+        grids.append(CropGrid(Crop(c.start, c.stop, labels=c.labels), tuple(shape), pad, frame))
     return grids

@@ -51,6 +51,7 @@ def make_training_example(
     rng: np.random.Generator,
     extra_images: dict[str, np.ndarray] | None = None,
     reference: TissueReference | None = None,
+    z_frame: tuple[int, int] | None = None,
 ) -> TrainingExample:
     """Crop a patch around a random mask voxel and build (x0, condition) as inference does.
 
@@ -63,6 +64,9 @@ def make_training_example(
         rng: random generator choosing the patch centre.
         extra_images: images named in the preprocessing's extras other than "mirror".
         reference: landmarks of the whole volume; computed from ``volume`` when None.
+        z_frame: where ``volume`` (a region) lies in its scan along z: (index of its
+            first slice, the scan's slices), for the slice positions of seq-pos models;
+            None: ``volume`` is the whole scan.
     """
     spec, pre = get_architecture(arch), Preprocessing.coerce(preprocessing)
     volume = np.asarray(volume, dtype=np.float32)
@@ -74,13 +78,14 @@ def make_training_example(
     if reference is None:
         reference = tissue_reference(volume, mask, pre.intensity.percentiles)
     sl = crop.slices
+    grid = CropGrid.native(crop, z_frame or (0, volume.shape[2]))
     prep = Preparation.fit(
-        volume[sl], mask[sl], CropGrid.native(crop), arch=spec, preprocessing=pre,
+        volume[sl], mask[sl], grid, arch=spec, preprocessing=pre,
         reference=reference, extras=[e[sl] for e in extras], padding_known=True,
     )  # fmt: skip
     x0, cond = prep.forward()
-    if not spec.is_conditional(int(config["in_channels"])):
-        cond = cond[:0]
+    taken = spec.condition_channels(cond, spec.is_conditional(int(config["in_channels"])))
+    cond = cond[:0] if taken is None else taken
     m = torch.as_tensor(prep.mask[None].astype(np.float32))
     # The loss mask: in the network's layout where that is voxelwise, else image space.
     return TrainingExample(x0, cond, spec.to_network(m) if spec.voxelwise else m, prep.intensity)

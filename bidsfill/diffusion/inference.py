@@ -169,7 +169,7 @@ def _sample_crop(
         clip = None
     x0, cond = prep.forward()
     x0, cond = x0[None].to(device), cond[None].to(device)
-    cond_in = cond if card.conditional else None
+    cond_in = spec.condition_channels(cond, card.conditional)
     if spec.slices:
         active = prep.mask.reshape(-1, prep.mask.shape[-1]).any(axis=0)  # per z slice
         fn = _slice_model_fn(

@@ -1,4 +1,4 @@
-"""Diffusion U-Nets: pseudo-3D and slice-wise 2D on z-windows, and a 3D wavelet U-Net.
+"""Diffusion U-Nets: pseudo-3D, slice-wise and seq-pos 2D on z-windows, 3D U-Nets.
 
 Every network is called as ``model(x, t)`` with ``t`` a long tensor of shape ``(N,)``
 and is built from a JSON-serialisable config by
@@ -20,7 +20,11 @@ from monai.networks.nets.diffusion_model_unet import (
 )
 from torch import nn
 
-__all__ = ["Image2DUNet", "Pseudo3DUNet", "WaveletUNet"]
+__all__ = ["Image2DUNet", "Pseudo3DUNet", "SlicePositionUNet", "Volume3DUNet", "WaveletUNet"]
+
+#: A slice position (0..1) is scaled to the timesteps' range before its sinusoidal
+#: embedding, so the same frequencies resolve neighbouring slices.
+POSITION_SCALE = 1000.0
 
 
 class _ZConv(nn.Module):
@@ -94,9 +98,7 @@ class _ResBlock(nn.Module):
         # 2D convs, each followed by the 1D z conv (Pseudo3D, Durrer et al. 2025)
         if self.zconv1 is None or self.zconv2 is None:
             return self.block.run(x, emb, _identity, _identity)
-        return self.block.run(
-            x, emb, lambda h: self.zconv1(h, nz), lambda h: self.zconv2(h, nz)
-        )
+        return self.block.run(x, emb, lambda h: self.zconv1(h, nz), lambda h: self.zconv2(h, nz))
 
 
 class _Upsample(nn.Module):
@@ -186,10 +188,15 @@ class _UNetCore(nn.Module):
         if any(s % self.divisor for s in sizes):
             raise ValueError(f"Sizes {sizes} must be divisible by {self.divisor}.")
 
-    def run(self, h: torch.Tensor, t: torch.Tensor, nz: int) -> torch.Tensor:
-        # 1. timestep embedding, shared by the nz slices of a window
+    def run(
+        self, h: torch.Tensor, t: torch.Tensor, nz: int, extra_emb: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # 1. timestep embedding, shared by the nz slices of a window (plus a per-slice
+        # embedding, e.g. the slice position, when given)
         emb = get_timestep_embedding(t.reshape(-1), self.temb_dim).to(dtype=h.dtype)
         emb = self.time_embed(emb).repeat_interleave(nz, dim=0)
+        if extra_emb is not None:
+            emb = emb + extra_emb
         # 2. encoder
         h = self.conv_in(h)
         skips = [h]
@@ -247,7 +254,74 @@ class Pseudo3DUNet(_UNetCore):
         return h.reshape(n, nz, -1, hh, ww).permute(0, 2, 1, 3, 4)
 
 
-class WaveletUNet(_UNetCore):
+class SlicePositionUNet(Pseudo3DUNet):
+    """The slice-wise 2D U-Net with each slice's position in its volume as an embedding
+    (DDPM 2D seq-pos, Durrer et al. 2025).
+
+    Input ``(N, C + 1, Z, H, W)``: the ``C = in_channels`` channels of
+    :class:`Pseudo3DUNet`, then one slice-position channel, constant over each slice (the
+    slice's normalised z in its volume, :meth:`~bidsfill.diffusion.crops.CropGrid.
+    slice_positions`). That channel is not convolved: its value is embedded like the
+    timestep (sinusoids and an MLP) and added to the slice's time embedding. The MLP's
+    last layer starts at zero, so an untrained model is exactly the slice-wise one.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = (32, 64, 128),
+        num_res_blocks: int = 1,
+        norm_num_groups: int = 8,
+    ) -> None:
+        super().__init__(in_channels, out_channels, channels, num_res_blocks, norm_num_groups,
+                         z_conv=False)  # fmt: skip
+        temb = 4 * self.temb_dim
+        self.pos_embed = nn.Sequential(
+            nn.Linear(self.temb_dim, temb), nn.SiLU(), nn.Linear(temb, temb)
+        )
+        nn.init.zeros_(self.pos_embed[-1].weight)
+        nn.init.zeros_(self.pos_embed[-1].bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._check_input(x, "N, C, Z, H, W", 2)
+        n, c, nz, hh, ww = x.shape
+        pos = x[:, -1, :, 0, 0].reshape(-1).float()  # (N*Z,): one value per slice
+        pemb = get_timestep_embedding(pos * POSITION_SCALE, self.temb_dim).to(dtype=x.dtype)
+        h = x[:, :-1].permute(0, 2, 1, 3, 4).reshape(n * nz, c - 1, hh, ww)
+        h = self.run(h, t, nz, self.pos_embed(pemb))
+        return h.reshape(n, nz, -1, hh, ww).permute(0, 2, 1, 3, 4)
+
+
+class Volume3DUNet(_UNetCore):
+    """3D diffusion U-Net on ``(N, C, D, H, W)`` volumes: image-space patches (ddpm3d),
+    Haar sub-bands (:class:`WaveletUNet`) or latents (ldm3d).
+
+    MONAI's residual and down-sampling blocks in 3D, without self-attention: MONAI's
+    ``DiffusionModelUNet`` always puts self-attention in its bottleneck (an
+    ``AttnMidBlock``, which needs einops), and attention over the voxels of a 3D crop is
+    what a memory-efficient 3D model must avoid. D, H, W divisible by
+    ``2 ** (len(channels) - 1)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int] = (32, 64, 128),
+        num_res_blocks: int = 1,
+        norm_num_groups: int = 8,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, channels, num_res_blocks, norm_num_groups, False, 3
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._check_input(x, "N, C, D, H, W", 3)
+        return self.run(x, t, 1)
+
+
+class WaveletUNet(Volume3DUNet):
     """3D diffusion U-Net on Haar sub-bands (cWDM / WDM 3D style).
 
     Input ``(N, 8 * k, D, H, W)`` at half resolution: the 8 sub-bands of x_t, then those of
@@ -265,13 +339,7 @@ class WaveletUNet(_UNetCore):
     ) -> None:
         if in_channels % 8 or out_channels % 8:
             raise ValueError("wdm3d in_channels and out_channels must be multiples of 8.")
-        super().__init__(
-            in_channels, out_channels, channels, num_res_blocks, norm_num_groups, False, 3
-        )
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self._check_input(x, "N, C, D, H, W", 3)
-        return self.run(x, t, 1)
+        super().__init__(in_channels, out_channels, channels, num_res_blocks, norm_num_groups)
 
 
 class Image2DUNet(_UNetCore):

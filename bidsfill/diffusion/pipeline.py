@@ -62,6 +62,7 @@ class Preparation:
         residual_scale: model units per normalised unit of a residual model (None: the
             model predicts the image).
         prefill: the native prefill crop in scanner units (residual models only).
+        positions: each model-grid z slice's position in its volume (seq-pos models only).
     """
 
     spec: ArchitectureSpec
@@ -73,6 +74,7 @@ class Preparation:
     extras: tuple[np.ndarray, ...]
     residual_scale: float | None = None
     prefill: np.ndarray | None = None
+    positions: np.ndarray | None = None
 
     @classmethod
     def fit(
@@ -110,18 +112,20 @@ class Preparation:
         extras_n = normalise_extras(names, [grid.to_model(e) for e in extras], imap, known)
         res = pre.residual_scale
         prefill = extras[names.index("prefill")] if res is not None else None
+        positions = grid.slice_positions() if spec.slice_position else None
         return cls(spec, grid, imap, names, imap.apply(img_m), mask_m, tuple(extras_n), res,
-                   prefill)  # fmt: skip
+                   prefill, positions)  # fmt: skip
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x0, condition)`` in the network's layout, without a batch axis.
 
         ``x0`` is what the network learns to produce (the image, or the scaled correction
         of the prefill for residual models); ``condition`` all conditioning channels
-        (voided image, mask, extras), which unconditional models do not take.
+        (voided image, mask, extras, then the slice positions of seq-pos models), of
+        which unconditional models take only the positions.
         """
         m = self.mask.astype(np.float32)
-        x0, cond = to_network(self.spec, self.image, m, list(self.extras))
+        x0, cond = to_network(self.spec, self.image, m, list(self.extras), self.positions)
         if self.residual_scale is not None:  # the target is the correction of the prefill
             prefill_n = self.extras[self.names.index("prefill")]
             x0 = x0 - to_network(self.spec, prefill_n, m, [])[0]

@@ -92,6 +92,9 @@ FILL_METHODS: dict[str, FillMethod] = {
                    "convolutions followed by 1D convolutions along z)", "durrer", "ddpm"),
         _diffusion("slicewise", "with a conditional 2D slice-wise denoising diffusion model",
                    "durrer", "ddpm"),
+        _diffusion("seqpos", "with a conditional 2D slice-wise denoising diffusion model "
+                   "given each slice's position in the volume as an embedding", "durrer",
+                   "ddpm"),
         _diffusion("wdm3d", "with a conditional 3D wavelet diffusion model", "friedrich",
                    "durrer", "ddpm"),
         _diffusion("repaint", "with an unconditional denoising diffusion model made to "

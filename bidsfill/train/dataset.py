@@ -171,8 +171,9 @@ def load_volumes(
 ) -> list[TrainVolume]:
     """Load each scan (:func:`load_volume`), in the order given."""
     return [
-        load_volume(s.path, s.name, cache_dir=cache_dir, extras=dict(s.extras),
-                    voxel_size=voxel_size)  # fmt: skip
+        load_volume(
+            s.path, s.name, cache_dir=cache_dir, extras=dict(s.extras), voxel_size=voxel_size
+        )  # fmt: skip
         for s in scans
     ]
 
@@ -395,6 +396,13 @@ class InpaintingDataset(torch.utils.data.Dataset):
         ``patch_only``: compute the prefill channel only around the patch that
         :meth:`__getitem__` cuts (the image elsewhere), which is all the network sees.
         """
+        return self._region(index, patch_only=patch_only)[:3]
+
+    def _region(
+        self, index: int, *, patch_only: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], tuple[int, int]]:
+        """:meth:`region_example` and where the region lies in its volume along z
+        (first slice, the volume's slices): seq-pos models embed each slice's position."""
         rng = np.random.default_rng([self.seed, int(index)])
         if self.mask_bank:
             k, crop, mask = self._bank_entry(int(rng.integers(self.mask_bank)))
@@ -415,7 +423,8 @@ class InpaintingDataset(torch.utils.data.Dataset):
             prefill = image.copy()
             prefill[box] = classical_prefill(image[box], mask[box], vol.zooms, method)
             extras["prefill"] = prefill
-        return image, mask, extras
+        z_frame = (crop.start[2] - crop.pad[2][0], vol.image.shape[2])
+        return image, mask, extras, z_frame
 
     def _prefill_box(self, index: int, mask: np.ndarray) -> tuple[slice, ...]:
         # The nonlocal prefill is most of an example's cost (70 % in a profile); the
@@ -431,7 +440,7 @@ class InpaintingDataset(torch.utils.data.Dataset):
         )
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image, mask, extras = self.region_example(index, patch_only=True)
+        image, mask, extras, z_frame = self._region(index, patch_only=True)
         rng = np.random.default_rng([self.seed, int(index), 2])
         ex = make_training_example(
             image,
@@ -441,5 +450,6 @@ class InpaintingDataset(torch.utils.data.Dataset):
             preprocessing=self.preprocessing,
             rng=rng,
             extra_images=extras,
+            z_frame=z_frame,
         )
         return {"x0": ex.x0, "condition": ex.condition, "mask": ex.mask}
