@@ -87,6 +87,56 @@ def test_synthesize_writes_valid_derivatives(tmp_path, tiny_model):
     assert validator_errors(out) == []
 
 
+@pytest.mark.slow
+def test_report_shows_the_synthetic_beside_its_sources(tmp_path, tiny_model):
+    """sub-01's report has the synthetic FLAIR, framed and labelled as synthetic with its
+    model, above its T1w and T2w on the same axial slices; sub-02 (has a FLAIR) has none."""
+    import re
+
+    from PIL import Image
+
+    from bidsfill.report.figures import box_around
+    from bidsfill.report.render import load_ras, render_tile, window
+    from bidsfill.report.synthesis import SYNTHETIC_RGB
+
+    bids, out = _dataset(tmp_path / "bids"), tmp_path / "out"
+    assert _bidsfill(tmp_path, bids, out, "--synthesize", "FLAIR",
+                     "--synthesis-model", tiny_model) == 0  # fmt: skip
+    html = (out / "sub-01.html").read_text()
+    section = html[html.index('<section id="synthetic">') :]
+    section = section[: section.index("</section>")]
+    assert "Synthetic contrasts" in section and "SYNTHETIC FLAIR" in section
+    assert "tiny-cwdm-flair" in section and "not an acquired image" in section
+    assert "bids:raw:sub-01/anat/sub-01_T1w.nii.gz" in section
+    assert 'src="sub-01/figures/sub-01_desc-synthetic_FLAIR.png"' in section
+    slices = [int(k) for k in re.search(r"same axial slices ([\d, ]+)\.", section)[1].split(", ")]
+    assert len(slices) == 3
+    assert '<section id="synthetic">' not in (out / "sub-02.html").read_text()
+
+    # Rows: the synthetic FLAIR, then the T1w and the T2w, each on the same slices.
+    rgb = np.asarray(Image.open(out / "sub-01" / "figures" / "sub-01_desc-synthetic_FLAIR.png"))
+    anat = bids / "sub-01" / "anat"
+    rows = [load_ras(out / "sub-01" / "anat" / "sub-01_desc-synthetic_FLAIR.nii.gz"),
+            load_ras(anat / "sub-01_T1w.nii.gz"), load_ras(anat / "sub-01_T2w.nii.gz")]  # fmt: skip
+    # Cropped to the images' foreground with 4 mm to spare, its longest side 150 px.
+    box = box_around(np.any([v.data > 0 for v in rows], axis=0), rows[0].zooms, margin_mm=4.0)
+    scale = 150 / max((b.stop - b.start) * z for b, z in zip(box, rows[0].zooms, strict=True))
+    for r, vol in enumerate(rows):
+        for c, k in enumerate(slices):
+            tile = render_tile(vol.data, vol.zooms, 2, k, vrange=window(vol.data), box=box,
+                               px_per_mm=max(1.0, scale))  # fmt: skip
+            h, w = tile.shape[:2]
+            shown = rgb[r * (h + 4) : r * (h + 4) + h, c * (w + 4) : c * (w + 4) + w]
+            # Below the label and inside the frame the figure is that slice of that image.
+            assert np.array_equal(shown[20:-2, 2:-2], tile[20:-2, 2:-2]), (r, c)
+            framed = (shown[:, :2] == SYNTHETIC_RGB).all(axis=2).all()
+            assert framed == (r == 0)
+    # --reports-only reads it all from the output dataset, so it draws the same section.
+    (out / "sub-01.html").unlink()
+    assert _bidsfill(tmp_path, bids, out, "--reports-only") == 0
+    assert section in (out / "sub-01.html").read_text()
+
+
 @pytest.mark.parametrize("target", ["T2w", "T1w"])
 def test_a_target_without_a_model_is_refused_in_one_sentence(tmp_path, capsys, target):
     if installed_synthesis_model(target) is not None:
@@ -141,7 +191,10 @@ def test_bidsfill_train_task_synthesize(tmp_path):
     assert code == 0
     card = json.loads(export.with_suffix(".json").read_text())
     assert card["task"] == "synthesize" and card["training"]["steps"] == 3
-    assert [d["name"] for d in card["training"]["training_data"]] == ["sub-01_FLAIR", "sub-02_FLAIR"]
+    assert [d["name"] for d in card["training"]["training_data"]] == [
+        "sub-01_FLAIR",
+        "sub-02_FLAIR",
+    ]
     assert card["training"]["held_out"] == [{"participant": "sub-03", "licence": "CC-BY"}]
     assert "Little data" in card["training"]["note"]
     assert train_main(["--task", "synthesize", "--target", "FLAIR", "--sources", "FLAIR",

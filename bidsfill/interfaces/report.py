@@ -9,6 +9,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     Directory,
     File,
+    InputMultiObject,
     SimpleInterface,
     TraitedSpec,
     traits,
@@ -24,6 +25,11 @@ class _SubjectReportInputSpec(BaseInterfaceInputSpec):
     warnings = traits.List(traits.Str, desc="discovery warnings")
     log_dir = traits.Str("", usedefault=True, desc="log dir of this run")
     config_file = traits.Str("", usedefault=True, desc="config TOML of this run")
+    synthetic = InputMultiObject(
+        File(exists=True),
+        desc="synthetic images written for the subject: the report, which finds them in "
+        "the output dataset, waits for them",
+    )
 
 
 class _SubjectReportOutputSpec(TraitedSpec):

@@ -9,6 +9,7 @@ from bidsfill import __version__
 from bidsfill.report.html import esc, kv_table, page, pre, table, write_page
 from bidsfill.report.provenance import find_run_log, package_versions, write_citation
 from bidsfill.report.run_section import run_section
+from bidsfill.report.synthesis import synthesis_section
 
 __all__ = ["write_subject_report"]
 
@@ -36,7 +37,8 @@ def write_subject_report(
     output_dir = Path(output_dir)
     fig_dir = output_dir / f"sub-{subject}" / "figures"
     runs = [run_section(s, output_dir, fig_dir) for s in summaries]
-    all_warnings = list(warnings or []) + [w for r in runs for w in r.warnings]
+    synthetic, synthesis_notes = synthesis_section(output_dir, subject, fig_dir)
+    all_warnings = list(warnings or []) + [w for r in runs for w in r.warnings] + synthesis_notes
     log = find_run_log(output_dir, subject, log_dir)
     config_text = log.config_text
     if not config_text and config_file and Path(config_file).is_file():
@@ -55,6 +57,8 @@ def write_subject_report(
     )
     sections = [("summary", "Summary", summary_html)]
     sections += [(r.anchor, r.title, r.html) for r in runs]
+    if synthetic:  # --synthesize wrote images for this subject
+        sections.append(("synthetic", "Synthetic contrasts", synthetic))
 
     seeds = sorted({str(s["filled"].get("Seed")) for s in summaries})
     checksums = sorted({str(s["filled"]["ModelSHA256"]) for s in summaries

@@ -29,6 +29,7 @@ __all__ = [
     "model_contrasts",
 ]
 
+
 def model_contrasts(method: str, model: str | Path | None = None) -> tuple[str, ...]:
     """BIDS suffixes of the contrasts the fill's model is conditioned on ("FLAIR", "T2w");
     empty for a classical method or a T1w-only model."""
@@ -207,6 +208,7 @@ def init_single_subject_wf(
     conditioning: tuple[str, ...] = (),
     warnings: list[str] | None = None,
     config_file: Path | None = None,
+    n_synthetic: int = 0,
     name: str | None = None,
 ):
     """All T1w runs of one subject, then the subject's report.
@@ -223,6 +225,9 @@ def init_single_subject_wf(
         The model's contrasts (see :func:`init_fill_run_wf`).
     warnings
         Discovery warnings shown in the report.
+    n_synthetic
+        Synthetic images (``--synthesize``) written for the subject: the report waits for
+        them on ``merge_synthetic.in1`` ... and shows each beside its sources.
     """
     workflow = pe.Workflow(name=name or f"sub_{subject}_wf")
     workflow.config["execution"] = {
@@ -260,6 +265,10 @@ def init_single_subject_wf(
         )
         workflow.connect(run_wf, "outputnode.summary", merge, f"in{i + 1}")
     workflow.connect(merge, "out", report, "summaries")
+    if n_synthetic:
+        merge_synth = pe.Node(Merge(n_synthetic), name="merge_synthetic",
+                              run_without_submitting=True)  # fmt: skip
+        workflow.connect(merge_synth, "out", report, "synthetic")
     # Nipype drops sub-workflow configs when it flattens the graph; set it on each node.
     for node in workflow._get_all_nodes():
         node.config = {"execution": dict(workflow.config["execution"])}
@@ -283,6 +292,16 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None, s
     fill_params = method.fill_params(plan, wf.model)
     use_gpu = method.uses_gpu(wf.device)
     conditioning = model_contrasts(wf.method, wf.model)
+    synthesis_wf = None
+    if synthesis:
+        from bidsfill.workflows.synthesis import init_synthesis_wf
+
+        synthesis_wf = init_synthesis_wf(
+            sessions=synthesis, target=wf.synthesize, model=wf.synthesis_model,
+            bids_dir=Path(config.execution.bids_dir), output_dir=Path(config.execution.output_dir),
+            seed=config.seeds.master, device=wf.device, omp_nthreads=config.nipype.omp_nthreads,
+        )  # fmt: skip
+        workflow.add_nodes([synthesis_wf])
     by_subject: dict[str, list[RunInputs]] = {}
     for run in runs:
         if run.mask is not None:
@@ -292,32 +311,28 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None, s
             Path(config.execution.output_dir) / f"sub-{subject}" / "log" / config.execution.run_uuid
         )
         subject_warnings = [w for w in (warnings or []) if f"sub-{subject}_" in w]
-        workflow.add_nodes([
-            init_single_subject_wf(
-                subject=subject,
-                runs=subject_runs,
-                bids_dir=Path(config.execution.bids_dir),
-                output_dir=Path(config.execution.output_dir),
-                log_dir=log_dir,
-                method=config.workflow.method,
-                seed=config.seeds.master,
-                dilate=config.workflow.dilate,
-                mask_threshold=config.workflow.mask_threshold,
-                fill_params=fill_params,
-                use_gpu=use_gpu,
-                omp_nthreads=config.nipype.omp_nthreads,
-                segment=not config.workflow.skip_segmentation,
-                conditioning=conditioning,
-                warnings=subject_warnings,
-                config_file=log_dir / "bidsfill.toml",
-            )
-        ])  # fmt:skip
-    if synthesis:
-        from bidsfill.workflows.synthesis import init_synthesis_wf
-
-        workflow.add_nodes([init_synthesis_wf(
-            sessions=synthesis, target=wf.synthesize, model=wf.synthesis_model,
-            bids_dir=Path(config.execution.bids_dir), output_dir=Path(config.execution.output_dir),
-            seed=config.seeds.master, device=wf.device, omp_nthreads=config.nipype.omp_nthreads,
-        )])  # fmt: skip
+        sessions = [s for s in synthesis or [] if s.subject == subject]
+        subject_wf = init_single_subject_wf(
+            subject=subject,
+            runs=subject_runs,
+            bids_dir=Path(config.execution.bids_dir),
+            output_dir=Path(config.execution.output_dir),
+            log_dir=log_dir,
+            method=config.workflow.method,
+            seed=config.seeds.master,
+            dilate=config.workflow.dilate,
+            mask_threshold=config.workflow.mask_threshold,
+            fill_params=fill_params,
+            use_gpu=use_gpu,
+            omp_nthreads=config.nipype.omp_nthreads,
+            segment=not config.workflow.skip_segmentation,
+            conditioning=conditioning,
+            warnings=subject_warnings,
+            config_file=log_dir / "bidsfill.toml",
+            n_synthetic=len(sessions),
+        )  # fmt:skip
+        workflow.add_nodes([subject_wf])
+        for i, session in enumerate(sessions):  # the report shows them: it waits for them
+            workflow.connect(synthesis_wf, f"ds_synthetic_{session.key}.out_file",
+                             subject_wf, f"merge_synthetic.in{i + 1}")  # fmt: skip
     return workflow
