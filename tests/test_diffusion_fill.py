@@ -17,7 +17,9 @@ from bidsfill.fill.base import FillError, available_methods, fill_image
 METHODS = {
     "pseudo3d": ("pseudo3d", 3, 1),
     "slicewise": ("slicewise", 3, 1),
+    "seqpos": ("seqpos", 3, 1),
     "wdm3d": ("wdm3d", 24, 8),
+    "ddpm3d": ("ddpm3d", 3, 1),
     "repaint": ("pseudo3d", 1, 1),
 }
 
@@ -62,9 +64,13 @@ def test_methods_registered():
     [
         ("pseudo3d", None),
         ("slicewise", None),
+        ("seqpos", None),
         ("wdm3d", None),
+        ("ddpm3d", None),
         ("repaint", None),
         ("repaint", "wdm3d"),
+        ("repaint", "seqpos"),
+        ("repaint", "ddpm3d"),
     ],  # fmt: skip
 )
 def test_fill_end_to_end_exact_geometry_and_intensity(tmp_path, method, arch):

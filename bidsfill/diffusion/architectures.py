@@ -6,8 +6,9 @@ an architecture means adding one entry to :data:`SPECS`.
 
 Layouts: volumes are ``(X, Y, Z)`` with Z axial. Slice models see ``(C, Z, X, Y)``
 (axial slices first; windows of consecutive slices share one timestep), seq-pos models
-with one more channel after the conditioning: each slice's position in its volume; the
-wavelet model sees the 8 Haar sub-bands of each channel at half resolution.
+with one more channel after the conditioning: each slice's position in its volume; 3D
+image-space models see ``(C, X, Y, Z)`` as it is; the wavelet model sees the 8 Haar
+sub-bands of each channel at half resolution.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bidsfill.diffusion.networks import (
     Image2DUNet,
     Pseudo3DUNet,
     SlicePositionUNet,
+    Volume3DUNet,
     WaveletUNet,
 )
 from bidsfill.diffusion.wavelets import dwt3d, idwt3d
@@ -52,8 +54,9 @@ class ArchitectureSpec:
         default_config: config values a card may leave out.
         bands: network channels per image channel (8 Haar sub-bands for wavelets).
         downsample: image voxels per network voxel along each axis.
-        slices: the network sees windows of axial slices (``(C, Z, X, Y)``), so crops
-            need only be divisible in-plane and at least one window deep.
+        layout: "slices": the network sees windows of axial slices (``(C, Z, X, Y)``),
+            so crops need only be divisible in-plane and at least one window deep;
+            "volume": the image channels as they are; "wavelet": their Haar sub-bands.
         patch_size: default training patch ``(X, Y, Z)``.
         window, window_overlap: default z-window of slice models (None otherwise).
         image_dims: 3 for the MRI volume models (the fill methods of the app), 2 for
@@ -68,7 +71,7 @@ class ArchitectureSpec:
     default_config: dict[str, Any]
     bands: int = 1
     downsample: int = 1
-    slices: bool = True
+    layout: str = "slices"
     patch_size: tuple[int, int, int] = (64, 64, 8)
     window: int | None = 8
     window_overlap: int | None = 4
@@ -123,6 +126,11 @@ class ArchitectureSpec:
 
     # -- layout -----------------------------------------------------------------------
     @property
+    def slices(self) -> bool:
+        """The network sees windows of axial slices."""
+        return self.layout == "slices"
+
+    @property
     def voxelwise(self) -> bool:
         """The network layout is a permutation of image voxels: image-unit clipping and
         RePaint's known mask apply in it directly (not so for wavelet sub-bands)."""
@@ -132,12 +140,16 @@ class ArchitectureSpec:
         """``(C, X, Y, Z)`` image channels -> the network's layout (no batch axis)."""
         if self.slices:
             return channels.movedim(-1, 1).contiguous()
+        if self.layout == "volume":
+            return channels
         return dwt3d(channels[None])[0]
 
     def from_network(self, out: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """``(N, C, ...)`` network output -> ``(N, C', X, Y, Z)`` image channels."""
         if self.slices:
             return out.movedim(2, -1)
+        if self.layout == "volume":
+            return out
         return idwt3d(out, shape)
 
 
@@ -178,7 +190,26 @@ SPECS: dict[str, ArchitectureSpec] = {
              "num_res_blocks": 1, "norm_num_groups": 8},
             bands=8,
             downsample=2,
-            slices=False,
+            layout="wavelet",
+            patch_size=(32, 32, 32),
+            window=None,
+            window_overlap=None,
+        ),
+        # DDPM 3D mem-eff (Durrer et al. 2025, after Bieder et al.'s memory-efficient 3D
+        # DDPM): 3D convolutions in image space, memory-efficient in two ways. Patch-wise:
+        # it trains on 32^3 patches and fills one crop per lesion cluster (its context
+        # margin included), never the whole scan, so memory grows with the crop, not the
+        # volume, and the patch-coordinate channels Bieder et al. need to sample a whole
+        # volume from patches are not needed. Reduced channels and no attention: 16-32-64
+        # channels (the 2D models of the paper have 128 base channels) and no
+        # self-attention over voxels, which is quadratic in a crop's voxels (hence
+        # Volume3DUNet, not MONAI's DiffusionModelUNet, whose bottleneck always attends).
+        ArchitectureSpec(
+            "ddpm3d",
+            Volume3DUNet,
+            {"in_channels": 3, "out_channels": 1, "channels": [16, 32, 64],
+             "num_res_blocks": 1, "norm_num_groups": 8},
+            layout="volume",
             patch_size=(32, 32, 32),
             window=None,
             window_overlap=None,
@@ -190,7 +221,7 @@ SPECS: dict[str, ArchitectureSpec] = {
             Image2DUNet,
             {"in_channels": 1, "out_channels": 1, "channels": [32, 64, 64, 64],
              "num_res_blocks": 1, "norm_num_groups": 16},
-            slices=False,
+            layout="volume",
             patch_size=(64, 64, 1),
             window=None,
             window_overlap=None,

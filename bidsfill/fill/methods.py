@@ -97,6 +97,8 @@ FILL_METHODS: dict[str, FillMethod] = {
                    "ddpm"),
         _diffusion("wdm3d", "with a conditional 3D wavelet diffusion model", "friedrich",
                    "durrer", "ddpm"),
+        _diffusion("ddpm3d", "with a conditional memory-efficient 3D denoising diffusion "
+                   "model on image patches", "durrer", "ddpm"),
         _diffusion("repaint", "with an unconditional denoising diffusion model made to "
                    "inpaint by RePaint resampling", "repaint", "ddpm", conditional=False),
     )
