@@ -11,41 +11,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from conftest import lesion_mask, make_lesioned, phantom, save, write_description
 from nibabel.processing import resample_from_to
+from tiny_models import flair_fill_model
 
 from bidsfill.cli.run import run
-from bidsfill.diffusion.architectures import build_network, get_architecture
-from bidsfill.diffusion.card import default_preprocessing
-from bidsfill.diffusion.schedules import NoiseSchedule
-from bidsfill.diffusion.weights import default_model_path, save_weights
+from bidsfill.diffusion.weights import default_model_path
 from bidsfill.io.nifti import raw_data
 
 FLAIR_URI = "bids:raw:sub-01/anat/sub-01_FLAIR.nii.gz"
 
 
-def _flair_model(path: Path) -> Path:
-    """A tiny pseudo3d model conditioned on a FLAIR (random weights, so every input
-    channel moves its output)."""
-    cfg = {**get_architecture("pseudo3d").channels_for(3), "channels": [8, 16],
-           "norm_num_groups": 4}  # fmt: skip
-    torch.manual_seed(0)
-    net = build_network("pseudo3d", **cfg)
-    for p in net.parameters():
-        p.data.normal_(0, 0.05)
-    card = {
-        "architecture": "pseudo3d",
-        "config": cfg,
-        "schedule": NoiseSchedule(20, "cosine", "epsilon").to_dict(),
-        "preprocessing": default_preprocessing("pseudo3d", ("flair",)),
-    }
-    return save_weights(net, card, path)
-
-
 @pytest.fixture(scope="module")
 def flair_model(tmp_path_factory) -> Path:
-    return _flair_model(tmp_path_factory.mktemp("model") / "tinyflair")
+    return flair_fill_model(tmp_path_factory.mktemp("model") / "tinyflair")
 
 
 def _flair(lesion_value: float = 180.0) -> np.ndarray:

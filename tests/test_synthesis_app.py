@@ -9,32 +9,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from conftest import lesion_mask, make_lesioned, phantom, save, write_description
 from official_validator import validator_errors
+from tiny_models import cwdm_flair_model
 
 from bidsfill.cli.run import run
 from bidsfill.diffusion.weights import file_sha256
-from bidsfill.synthesis.model import SynthesisCard, installed_synthesis_model, save_synthesis_model
-from bidsfill.synthesis.normalise import IntensityRange, normalise
-from bidsfill.synthesis.training import SynthesisSubject, train_synthesis
+from bidsfill.synthesis.model import installed_synthesis_model
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    card = SynthesisCard.new("FLAIR", ["T1w", "T2w"], channels=(8, 16), norm_num_groups=4,
-                             target_range=IntensityRange(0.0, 400.0), steps=2,
-                             crop=(32, 32, 32), overlap=8,
-                             training={"note": "random weights, for tests"})  # fmt: skip
-    t1 = make_lesioned(1)
-    t2 = np.where(t1 > 0, 250.0 - t1, 0)
-    flair = np.where(phantom(1) > 0, 200.0 - phantom(1), 0)
-    src = np.stack([normalise(t1)[0], normalise(t2)[0]])
-    subject = SynthesisSubject("sub-x", src, normalise(flair)[0], t1 > 0, np.eye(4),
-                               IntensityRange(0.0, 400.0), {})  # fmt: skip
-    torch.manual_seed(0)
-    net = train_synthesis([subject], card, steps=40, patch=(16, 16, 16), lr=2e-3).model
-    return save_synthesis_model(net, card, tmp_path_factory.mktemp("m") / "tiny-cwdm-flair")
+    return cwdm_flair_model(tmp_path_factory.mktemp("m"))
 
 
 def _dataset(root: Path) -> Path:

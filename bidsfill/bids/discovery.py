@@ -28,6 +28,7 @@ __all__ = [
     "load_bids_filters",
     "load_layout",
     "synthesis_sessions",
+    "synthetic_conditioning",
 ]
 
 LOGGER = logging.getLogger("bidsfill")
@@ -359,3 +360,28 @@ def synthesis_sessions(
                 continue
             found.append(SynthesisInputs(subject, session, {c: p[0] for c, p in paths.items()}))
     return found, warnings
+
+
+_RUN_CONTRASTS = {"FLAIR": "flair", "T2w": "t2w"}  # suffix -> the RunInputs field
+
+
+def synthetic_conditioning(
+    runs: list[RunInputs],
+    sessions: list[SynthesisInputs],
+    target: str | None,
+    conditioning: tuple[str, ...],
+) -> dict[str, SynthesisInputs]:
+    """The runs (by key) whose fill takes the ``--synthesize`` target as a conditioning
+    contrast: the fill's model is conditioned on it (``conditioning``, BIDS suffixes), the
+    run has no such image of its own, and its session is synthesised."""
+    field = _RUN_CONTRASTS.get(target or "")
+    if field is None or target not in conditioning:
+        return {}
+    by_session = {(s.subject, s.session): s for s in sessions}
+    return {
+        run.key: by_session[(run.subject, run.session)]
+        for run in runs
+        if run.mask is not None
+        and getattr(run, field) is None
+        and (run.subject, run.session) in by_session
+    }

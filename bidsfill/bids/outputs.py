@@ -68,7 +68,8 @@ class RunRecord:
     mask: dict[str, Any]  # the alignment node's JSON: LESION_KEYS and Warnings
     segmentation: dict[str, dict[str, Any]]  # "orig"/"filled" -> segmenter, volumes
     uris: dict[str, str]  # "raw": the source T1w, "lesion": the mask as found, and
-    # "FLAIR"/"T2w": the session's references as found
+    # "FLAIR"/"T2w": the session's references as found (or the synthetic one written)
+    synthetic: tuple[str, ...] = ()  # suffixes of the references that are synthetic
 
 
 Block = Callable[[RunRecord], dict[str, Any]]
@@ -84,10 +85,15 @@ def _fill(run: RunRecord) -> dict[str, Any]:
 
 def _conditioning(run: RunRecord) -> dict[str, Any]:
     """The contrasts that conditioned the fill, as BIDS URIs of the images as found (the
-    fill node names them by suffix)."""
+    fill node names them by suffix), and which of them were synthesised (--synthesize)."""
     if "ConditioningImages" not in run.fill:
         return {}
-    return {"ConditioningImages": [run.uris[s] for s in run.fill["ConditioningImages"]]}
+    used = run.fill["ConditioningImages"]
+    meta: dict[str, Any] = {"ConditioningImages": [run.uris[s] for s in used]}
+    synthetic = [s for s in used if s in run.synthetic]
+    if synthetic:
+        meta["SyntheticConditioning"] = synthetic
+    return meta
 
 
 def _lesion(run: RunRecord) -> dict[str, Any]:

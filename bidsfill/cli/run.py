@@ -198,7 +198,9 @@ def _check_synthesis():  # noqa: ANN202 - a SynthesisCard or None
         return None
     from bidsfill.synthesis.model import installed_synthesis_model, load_synthesis_model
 
-    path = Path(wf.synthesis_model) if wf.synthesis_model else installed_synthesis_model(wf.synthesize)
+    path = (
+        Path(wf.synthesis_model) if wf.synthesis_model else installed_synthesis_model(wf.synthesize)
+    )
     if path is None:
         raise BidsfillExit(
             f"No synthesis model for {wf.synthesize} is installed; train one with "
@@ -295,9 +297,10 @@ def _check_fill_size(run, t1w, mask, dilate: int) -> None:
     )
 
 
-def _check_contrasts(runs, card) -> None:  # noqa: ANN001
+def _check_contrasts(runs, card, synthesized=None) -> None:  # noqa: ANN001
     """Refuse a user's --model conditioned on a contrast a session lacks (the shipped
-    default falls back to a T1w-only model instead, and the sidecar says so)."""
+    default falls back to a T1w-only model instead, and the sidecar says so); a run in
+    ``synthesized`` (run key -> session) gets the ``--synthesize`` target instead."""
     from bidsfill import config
 
     model = config.workflow.model
@@ -305,8 +308,10 @@ def _check_contrasts(runs, card) -> None:  # noqa: ANN001
         return
     from bidsfill.diffusion.card import CONTRAST_CHANNELS
 
+    target = config.workflow.synthesize
     for run in runs:
-        missing = [c for c in card.contrasts if getattr(run, c, None) is None]
+        missing = [c for c in card.contrasts if getattr(run, c, None) is None
+                   and not (run.key in (synthesized or {}) and CONTRAST_CHANNELS[c] == target)]  # fmt: skip
         if run.mask is None or not missing:
             continue
         what = " or ".join(f"a {CONTRAST_CHANNELS[c]}" for c in missing)
@@ -318,7 +323,7 @@ def _check_contrasts(runs, card) -> None:  # noqa: ANN001
         )
 
 
-def _preflight(runs, card=None) -> list[str]:  # noqa: ANN001
+def _preflight(runs, card=None, synthesized=None) -> list[str]:  # noqa: ANN001
     """Read every input once so bad files stop the run before any node starts."""
     from bidsfill import config
     from bidsfill.bids.outputs import source_entities
@@ -327,7 +332,7 @@ def _preflight(runs, card=None) -> list[str]:  # noqa: ANN001
 
     wf = config.workflow
     notes = []
-    _check_contrasts(runs, card)
+    _check_contrasts(runs, card, synthesized)
     for run in runs:
         if run.mask is None:
             continue
@@ -544,16 +549,21 @@ def _run_participant() -> int:
         derivatives=ex.derivatives,
         bids_filters=filters,
     )
-    warnings += _preflight(runs, card)
-    synthesis = []
+    synthesis, synthesized = [], {}
     if synthesis_card is not None:
-        from bidsfill.bids.discovery import synthesis_sessions
+        from bidsfill.bids.discovery import synthesis_sessions, synthetic_conditioning
+        from bidsfill.diffusion.card import CONTRAST_CHANNELS
 
         synthesis, more = synthesis_sessions(
             layout, config.workflow.synthesize, list(synthesis_card.sources),
             participant_label=ex.participant_label, session_label=ex.session_label,
         )  # fmt: skip
         warnings += more
+        # A fill conditioned on the synthesised contrast takes it where a session lacks it.
+        conditioning = tuple(CONTRAST_CHANNELS[c] for c in (card.contrasts if card else ()))
+        synthesized = synthetic_conditioning(runs, synthesis, config.workflow.synthesize,
+                                             conditioning)  # fmt: skip
+    warnings += _preflight(runs, card, synthesized)
     for message in warnings:
         LOGGER.warning(message)
 
@@ -781,7 +791,9 @@ def _with_config_file(parser, path: Path, argv: list[str]):  # noqa: ANN001, ANN
         action = actions[dest]
         if value is not None and action.type is not None:
             convert = action.type
-            value = [convert(str(v)) for v in value] if isinstance(value, list) else convert(str(value))
+            value = (
+                [convert(str(v)) for v in value] if isinstance(value, list) else convert(str(value))
+            )
         if action.choices is not None and value not in action.choices:
             parser.error(f"--config-file {path}: {value!r} is not a choice of "
                          f"{'/'.join(action.option_strings)}.")  # fmt: skip

@@ -38,6 +38,12 @@ class _WriteRunDerivativesInputSpec(BaseInterfaceInputSpec):
     mask_origin = traits.Str("raw", usedefault=True, desc="raw or derivatives:<path>")
     references = traits.List(File(exists=True), desc="the session's FLAIR/T2w as found")
     reference_suffixes = traits.List(traits.Str, desc="BIDS suffix of each reference")
+    synthetic = File(
+        exists=True,
+        desc="a synthetic image (--synthesize) in the output "
+        "dataset, conditioning the fill in place of the session's own",
+    )
+    synthetic_suffix = traits.Str(desc="BIDS suffix of the synthetic image")
     filled = File(exists=True, mandatory=True, desc="filled T1w")
     fill_std = File(desc="standard deviation map")
     mask = File(exists=True, mandatory=True, desc="mask used, T1w grid")
@@ -83,17 +89,20 @@ class WriteRunDerivatives(SimpleInterface):
             for desc, info in (("orig", inp.seg_info_orig), ("filled", inp.seg_info_filled))
             if isdefined(info)
         }
+        uris = {s: bids_uri(p, inp.bids_dir) for s, p in zip(inp.reference_suffixes or [],
+                                                            inp.references or [], strict=True)}  # fmt: skip
+        synthetic: tuple[str, ...] = ()
+        if isdefined(inp.synthetic) and isdefined(inp.synthetic_suffix):
+            # A derivative of this very dataset: its BIDS URI has an empty dataset name.
+            uris[inp.synthetic_suffix] = bids_uri(inp.synthetic, out_dir, "")
+            synthetic = (inp.synthetic_suffix,)
         run = RunRecord(
             skull_stripped=self._skull_stripped(),
             fill=json.loads(Path(inp.fill_info).read_text()),
             mask=mask_info,
             segmentation=segmentation,
-            uris={
-                **{s: bids_uri(p, inp.bids_dir) for s, p in zip(inp.reference_suffixes or [],
-                                                               inp.references or [], strict=True)},
-                "raw": bids_uri(inp.source_file, inp.bids_dir),
-                "lesion": mask_uri,
-            },  # fmt: skip
+            uris={**uris, "raw": bids_uri(inp.source_file, inp.bids_dir), "lesion": mask_uri},
+            synthetic=synthetic,
         )
         entities = source_entities(inp.source_file, inp.bids_dir)
         written = write_run(out_dir, entities, run, {row.key: self._image(row) for row in OUTPUTS})

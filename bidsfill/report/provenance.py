@@ -112,6 +112,13 @@ def citation_markdown(filled_sidecars: list[dict[str, Any]], segmenters: set[str
         if samplers:
             extra += f" Sampling used {', '.join(samplers)}."
         sentences.append(f"Lesions were filled {text} {cite}.{extra}".replace(" .", "."))
+    synthetic = sorted({c for s in filled_sidecars for c in s.get("SyntheticConditioning") or []})
+    if synthetic:  # --synthesize fed a fill: the reader must know the contrast was not acquired
+        sentences.append(
+            f"Where a session had no {' or '.join(synthetic)}, the fill was conditioned on a "
+            "synthetic one, computed from the session's other contrasts by a conditional "
+            f"wavelet diffusion model (cWDM) [{_ref_number(keys, 'friedrich')}]."
+        )
     for segmenter in sorted(segmenters):
         name, refs = _SEGMENTERS.get(segmenter, (segmenter, []))
         cite = ", ".join(f"[{_ref_number(keys, r)}]" for r in refs)

@@ -68,6 +68,12 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
             ("Sampler / steps", f"{meta.get('Sampler')} / {meta.get('Steps')}"),
             ("Samples averaged", meta.get("NSamples", 1)),
         ]
+    if "ConditioningImages" in meta:  # a diffusion model: which contrasts it was given
+        rows.append(
+            ("Conditioning images", ", ".join(meta["ConditioningImages"]) or "none (T1w only)")
+        )
+    if meta.get("SyntheticConditioning"):
+        rows.append(("Synthetic conditioning", _synthetic_sentence(meta["SyntheticConditioning"])))
     plane = meta.get("MidSagittalPlane")
     if isinstance(plane, dict):  # the symmetry channel's estimated plane
         rows.append(("Mid-sagittal plane", f"tilt {plane.get('TiltDegrees')}°, offset "
@@ -82,6 +88,12 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 _NOT_SEGMENTED = "none (--skip-segmentation)"
+
+
+def _synthetic_sentence(contrasts: list[str]) -> str:
+    """Why a reader should know: a synthetic contrast is a stand-in, not a measurement."""
+    return (f"The {' and '.join(contrasts)} that conditioned this fill was synthesised "
+            "(cWDM, --synthesize) from the session's other contrasts, not acquired.")  # fmt: skip
 
 
 def _cheap_labels(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -120,6 +132,8 @@ def run_section(summary: dict[str, Any], output_dir: Path, fig_dir: Path) -> Run
     anchor = stem.replace("sub-", "run-", 1)
     meta = summary["filled"]
     warnings = list(summary.get("mask", {}).get("Warnings") or [])
+    if meta.get("SyntheticConditioning"):
+        warnings.append(_synthetic_sentence(meta["SyntheticConditioning"]))
 
     filled = load_ras(filled_path)
     mask = load_ras(mask_path).data > 0

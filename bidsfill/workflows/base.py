@@ -12,7 +12,7 @@ from typing import Any
 from nipype.interfaces.utility import IdentityInterface, Merge
 from nipype.pipeline import engine as pe
 
-from bidsfill.bids.discovery import RunInputs
+from bidsfill.bids.discovery import RunInputs, synthetic_conditioning
 from bidsfill.diffusion.sampling import SamplingPlan
 from bidsfill.fill.methods import fill_method
 from bidsfill.interfaces.bids import WriteRunDerivatives
@@ -67,6 +67,7 @@ def init_fill_run_wf(
     omp_nthreads: int = 1,
     segment: bool = True,
     conditioning: tuple[str, ...] = (),
+    synthetic: str | None = None,
     name: str = "fill_run_wf",
 ):
     """Fill the lesions of one T1w, segment it before and after, write derivatives.
@@ -95,10 +96,14 @@ def init_fill_run_wf(
         "T2w"); those the session has are registered to the T1w once (by ``align_mask``,
         with the mask's own transform when the mask is on their grid), resampled onto
         its grid and given to the fill.
+    synthetic
+        BIDS suffix of a synthetic image (``--synthesize``) that conditions the fill in
+        place of the session's own: it arrives on ``inputnode.synthetic`` (the written
+        derivative), is aligned like a raw FLAIR/T2w, and the sidecar names it as such.
 
     Inputs
     ------
-    t1w, mask, references, reference_suffixes
+    t1w, mask, references, reference_suffixes, synthetic
 
     Outputs
     -------
@@ -107,7 +112,7 @@ def init_fill_run_wf(
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(
-        IdentityInterface(fields=["t1w", "mask", "references", "reference_suffixes"]),
+        IdentityInterface(fields=["t1w", "mask", "references", "reference_suffixes", "synthetic"]),
         name="inputnode",
     )
     inputnode.inputs.t1w = str(run.t1w)
@@ -115,12 +120,14 @@ def init_fill_run_wf(
     refs = [(s, p) for s, p in (("FLAIR", run.flair), ("T2w", run.t2w)) if p is not None]
     inputnode.inputs.references = [str(p) for _, p in refs]
     inputnode.inputs.reference_suffixes = [s for s, _ in refs]
+    if synthetic in (s for s, _ in refs):
+        raise ValueError(f"{run.t1w.name} has a {synthetic} of its own; it needs no synthetic one")
     outputnode = pe.Node(IdentityInterface(fields=["summary", "out_files"]), name="outputnode")
 
     align = pe.Node(AlignLesionMask(dilate=dilate, seed=seed), name="align_mask", mem_gb=1)
     if mask_threshold is not None:  # left undefined otherwise, so cached work dirs stay valid
         align.inputs.mask_threshold = mask_threshold
-    wanted = [s for s, _ in refs if s in conditioning]
+    wanted = [s for s, _ in refs if s in conditioning] + ([synthetic] if synthetic else [])
     if wanted:  # likewise
         align.inputs.resample = wanted
     fill = pe.Node(
@@ -145,9 +152,20 @@ def init_fill_run_wf(
         overwrite=True,  # always (re)write outputs, even when the work dir is cached
         run_without_submitting=True,
     )
+    if synthetic:  # the synthetic image joins the session's references, last
+        merge_refs = pe.Node(Merge(2), name="merge_references", run_without_submitting=True)
+        align.inputs.reference_suffixes = [s for s, _ in refs] + [synthetic]
+        ds_run.inputs.synthetic_suffix = synthetic
+        workflow.connect([
+            (inputnode, merge_refs, [("references", "in1"), ("synthetic", "in2")]),
+            (merge_refs, align, [("out", "references")]),
+            (inputnode, ds_run, [("synthetic", "synthetic")]),
+        ])  # fmt:skip
+    else:
+        workflow.connect([(inputnode, align, [("references", "references"),
+                                              ("reference_suffixes", "reference_suffixes")])])  # fmt:skip
     workflow.connect([
-        (inputnode, align, [("t1w", "t1w"), ("mask", "mask"), ("references", "references"),
-                            ("reference_suffixes", "reference_suffixes")]),
+        (inputnode, align, [("t1w", "t1w"), ("mask", "mask")]),
         (inputnode, fill, [("t1w", "t1w")]),
         (align, fill, [("out_mask", "mask")]),
         (align, fill, [("out_references", "references"),
@@ -209,6 +227,7 @@ def init_single_subject_wf(
     warnings: list[str] | None = None,
     config_file: Path | None = None,
     n_synthetic: int = 0,
+    synthetic_runs: dict[str, str] | None = None,
     name: str | None = None,
 ):
     """All T1w runs of one subject, then the subject's report.
@@ -228,6 +247,9 @@ def init_single_subject_wf(
     n_synthetic
         Synthetic images (``--synthesize``) written for the subject: the report waits for
         them on ``merge_synthetic.in1`` ... and shows each beside its sources.
+    synthetic_runs
+        Run key -> suffix of the synthetic image that conditions that run's fill (it
+        arrives on ``fill_<key>_wf.inputnode.synthetic``; see :func:`init_fill_run_wf`).
     """
     workflow = pe.Workflow(name=name or f"sub_{subject}_wf")
     workflow.config["execution"] = {
@@ -261,6 +283,7 @@ def init_single_subject_wf(
             omp_nthreads=omp_nthreads,
             segment=segment,
             conditioning=conditioning,
+            synthetic=(synthetic_runs or {}).get(run.key),
             name=f"fill_{run.key}_wf",
         )
         workflow.connect(run_wf, "outputnode.summary", merge, f"in{i + 1}")
@@ -302,6 +325,8 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None, s
             seed=config.seeds.master, device=wf.device, omp_nthreads=config.nipype.omp_nthreads,
         )  # fmt: skip
         workflow.add_nodes([synthesis_wf])
+    # Fills conditioned on the synthesised contrast take it where a session lacks it.
+    synthesized = synthetic_conditioning(runs, synthesis or [], wf.synthesize, conditioning)
     by_subject: dict[str, list[RunInputs]] = {}
     for run in runs:
         if run.mask is not None:
@@ -330,9 +355,14 @@ def init_bidsfill_wf(runs: list[RunInputs], warnings: list[str] | None = None, s
             warnings=subject_warnings,
             config_file=log_dir / "bidsfill.toml",
             n_synthetic=len(sessions),
+            synthetic_runs={k: wf.synthesize for k in synthesized},
         )  # fmt:skip
         workflow.add_nodes([subject_wf])
         for i, session in enumerate(sessions):  # the report shows them: it waits for them
             workflow.connect(synthesis_wf, f"ds_synthetic_{session.key}.out_file",
                              subject_wf, f"merge_synthetic.in{i + 1}")  # fmt: skip
+        for run in subject_runs:
+            if run.key in synthesized:
+                workflow.connect(synthesis_wf, f"ds_synthetic_{synthesized[run.key].key}.out_file",
+                                 subject_wf, f"fill_{run.key}_wf.inputnode.synthetic")  # fmt: skip
     return workflow
