@@ -375,3 +375,36 @@ def test_prefill_channel_fine_tunes_from_a_model_without_it(tmp_path):
         vol.image, m, method="pseudo3d", zooms=(1.0,) * 3, seed=0, model=str(path), steps=2
     )
     assert np.array_equal(res.filled[~m], vol.image[~m]) and np.isfinite(res.filled[m]).all()
+
+
+def test_unconditional_training_from_the_cli_makes_a_repaint_model(tmp_path, capsys):
+    """``bidsfill-train --unconditional`` trains a model with no conditioning channels,
+    which ``--method repaint`` fills with (and ``--method pseudo3d`` refuses)."""
+    from conftest import phantom, save, write_description
+
+    from bidsfill.cli.train import main
+    from bidsfill.fill import FillError, fill_image
+
+    root = tmp_path / "bids"
+    write_description(root)
+    save(phantom(1, (32, 32, 24)), root / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    common = ["--bids-dir", str(root), "--arch", "pseudo3d", "--channels", "8", "16",
+              "--norm-groups", "4", "--patch", "16", "16", "4", "--region", "24", "24", "8",
+              "--mask-kinds", "random=1", "--steps", "2", "--batch-size", "1",
+              "--num-workers", "0", "--checkpoint-every", "2", "--val-every", "0"]  # fmt: skip
+    assert main([*common, "--run-dir", str(tmp_path / "bad"), "--unconditional",
+                 "--prefill"]) == 64  # fmt: skip
+    assert "--unconditional takes no conditioning channels" in capsys.readouterr().err
+    out = tmp_path / "repaint.safetensors"
+    assert main([*common, "--run-dir", str(tmp_path / "run"), "--unconditional",
+                 "--export", str(out)]) == 0  # fmt: skip
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["config"]["in_channels"] == 1
+    vol = phantom(2, (32, 32, 24))
+    mask = np.zeros(vol.shape, bool)
+    mask[12:16, 12:16, 10:12] = True
+    kw = {"zooms": (1.0, 1.0, 1.0), "seed": 0, "model": str(out), "steps": 2}
+    filled = fill_image(vol, mask, method="repaint", **kw).filled
+    assert np.array_equal(filled[~mask], vol[~mask]) and np.isfinite(filled).all()
+    with pytest.raises(FillError, match="use --method repaint"):
+        fill_image(vol, mask, method="pseudo3d", **kw)

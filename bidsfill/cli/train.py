@@ -85,12 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--residual", action="store_true",
                        help="Diffuse the correction of the prefill (needs --prefill): a zero "
                             "correction returns the prefill exactly.")  # fmt: skip
+    model.add_argument("--unconditional", action="store_true",
+                       help="No conditioning channels: a model of healthy tissue alone, which "
+                            "`bidsfill --method repaint` fills with by RePaint resampling.")  # fmt: skip
     model.add_argument("--prediction-type", default="sample",
                        choices=["epsilon", "sample", "v_prediction"])  # fmt: skip
     model.add_argument("--beta-schedule", default="cosine", choices=["linear", "cosine"])
     loop = p.add_argument_group("optimisation")
     loop.add_argument("--run-dir", type=Path, default=Path("runs/default"))
     loop.add_argument("--steps", type=int, default=1000)
+    loop.add_argument("--stage-steps", nargs="+", default=[], metavar="STAGE=N",
+                      help="Steps of the training stages an architecture has before its "
+                           "diffusion stage (ldm3d: autoencoder=N); default --steps each.")  # fmt: skip
     loop.add_argument("--batch-size", type=int, default=2)
     loop.add_argument("--lr", type=float, default=2e-4)
     loop.add_argument("--weight-decay", type=float, default=1e-4)
@@ -254,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.residual and not args.prefill:
         print("bidsfill-train: --residual needs --prefill (the fill it corrects).", file=sys.stderr)
         return 64
+    if args.unconditional and extras:
+        print("bidsfill-train: --unconditional takes no conditioning channels "
+              "(--mirror, --flair, --t2w, --prefill).", file=sys.stderr)  # fmt: skip
+        return 64
     pre = default_preprocessing(args.arch, tuple(extras), residual=args.residual)
     pre["voxel_size"] = list(args.voxel_size)
     if args.prefill:
@@ -265,8 +275,18 @@ def main(argv: list[str] | None = None) -> int:
         pre["window_overlap"] = (
             args.window_overlap if args.window_overlap is not None else args.patch[2] // 2
         )
+    stage_steps = {name: args.steps for name in spec.stages[:-1]}
+    for item in args.stage_steps:
+        name, _, n = item.partition("=")
+        if name not in stage_steps or not n.isdigit():
+            print(f"bidsfill-train: --stage-steps {item}: {args.arch} trains in stages "
+                  f"{list(spec.stages)}; give STAGE=N for one before diffusion.",
+                  file=sys.stderr)  # fmt: skip
+            return 64
+        stage_steps[name] = int(n)
     network = {
-        **spec.channels_for(2 + len(extras)),  # b, m and the extras after x_t
+        # b, m and the extras after x_t; an unconditional (RePaint) model has none
+        **spec.channels_for(0 if args.unconditional else 2 + len(extras)),
         "channels": list(args.channels),
         "num_res_blocks": args.num_res_blocks,
         "norm_num_groups": args.norm_groups,
@@ -330,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         init_from=str(args.init_from or ""),
         high_t_fraction=args.high_t_fraction,
+        stage_steps=stage_steps,
     )
     data_card = {
         "training_data": [
