@@ -31,6 +31,8 @@ REFERENCES: dict[str, str] = {
     "repaint": "Lugmayr A, Danelljan M, Romero A, Yu F, Timofte R, Van Gool L. RePaint: "
     "Inpainting using denoising diffusion probabilistic models. CVPR 2022:11461-71",
     "ddpm": "Ho J, Jain A, Abbeel P. Denoising diffusion probabilistic models. NeurIPS 2020",
+    "rombach": "Rombach R, Blattmann A, Lorenz D, Esser P, Ommer B. High-resolution image "
+    "synthesis with latent diffusion models. CVPR 2022:10684-95",
     "ddim": "Song J, Meng C, Ermon S. Denoising diffusion implicit models. ICLR 2021",
     "atropos": "Avants BB, Tustison NJ, Wu J, Cook PA, Gee JC. An open source multivariate "
     "framework for n-tissue segmentation with evaluation on public data. Neuroinformatics. "

@@ -29,8 +29,13 @@ CASES = {
     "seqpos": ("seqpos", 3, 1, [16, 16, 4], (24, 24, 8)),
     "wdm3d": ("wdm3d", 24, 8, [16, 16, 16], (24, 24, 20)),
     "ddpm3d": ("ddpm3d", 3, 1, [16, 16, 16], (24, 24, 20)),
+    "ldm3d": ("ldm3d", 12, 4, [16, 16, 16], (24, 24, 20)),
     "repaint": ("pseudo3d", 1, 1, [16, 16, 4], (24, 24, 8)),
 }
+
+# --method -> (network config of its own, steps of the training stages before diffusion)
+OWN = {"ldm3d": ({"autoencoder": {"channels": [8, 8, 8], "norm_num_groups": 4}},
+                 {"autoencoder": 3})}  # fmt: skip
 
 
 def test_every_diffusion_method_is_covered():
@@ -42,8 +47,9 @@ def test_every_diffusion_method_is_covered():
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_train_export_reload_fill(method, tmp_path):
     arch, cin, cout, patch, region = CASES[method]
+    own, stage_steps = OWN.get(method, ({}, {}))
     network = {"in_channels": cin, "out_channels": cout, "channels": [8, 16],
-               "num_res_blocks": 1, "norm_num_groups": 4}  # fmt: skip
+               "num_res_blocks": 1, "norm_num_groups": 4, **own}  # fmt: skip
     pre = default_preprocessing(arch)
     pre.update(patch_size=patch, margin=2)
     if pre.get("window"):
@@ -58,13 +64,19 @@ def test_train_export_reload_fill(method, tmp_path):
         schedule={"num_train_timesteps": 50, "beta_schedule": "cosine",
                   "prediction_type": "sample"},
         preprocessing=pre, steps=3, batch_size=2, lr=1e-3, warmup_steps=1,
-        checkpoint_every=3, log_every=1, device="cpu",
+        checkpoint_every=3, log_every=1, device="cpu", stage_steps=stage_steps,
     )  # fmt: skip
+    total = 3 + sum(stage_steps.values())
     result = train(config, dataset, resume=False)
-    assert result.step == 3 and all(np.isfinite(result.losses))
+    assert result.step == total and all(np.isfinite(result.losses))
     path = export_checkpoint(tmp_path / "run", tmp_path / f"{method}.safetensors")
     card = json.loads(path.with_suffix(".json").read_text())
-    assert card["architecture"] == arch and card["training"]["steps"] == 3
+    assert card["architecture"] == arch and card["training"]["steps"] == total
+    assert {k: card["config"][k] for k in own} == own  # the card holds every part
+    if stage_steps:  # each stage's steps and machine are in the card
+        stages = card["training"]["stages"]
+        assert [s["steps"] for s in stages.values()] == [*stage_steps.values(), 3]
+        assert all(s["ran_on"]["device"] == "cpu" for s in stages.values())
     vol = _volume(1)
     mask = np.zeros(vol.image.shape, bool)
     mask[13:18, 12:17, 12:18] = True

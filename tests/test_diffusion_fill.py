@@ -20,6 +20,7 @@ METHODS = {
     "seqpos": ("seqpos", 3, 1),
     "wdm3d": ("wdm3d", 24, 8),
     "ddpm3d": ("ddpm3d", 3, 1),
+    "ldm3d": ("ldm3d", 12, 4),
     "repaint": ("pseudo3d", 1, 1),
 }
 

@@ -105,9 +105,9 @@ def test_architecture_specs_describe_their_networks():
         depth = spec.min_crop(cfg, 4)[2]
         extra = int(spec.slice_position)  # the slice-position channel goes in as well
         x = torch.zeros(1, cfg["in_channels"] // spec.bands + extra, d, d, depth)
-        layout = spec.to_network(x[0])[None]
+        layout = spec.encode(net, spec.to_network(x[0])[None])  # latents of a latent model
         assert layout.shape[1] == cfg["in_channels"] + extra
-        out = net(layout, torch.tensor([1]))
+        out = spec.decode(net, net(layout, torch.tensor([1])))
         assert spec.from_network(out, (d, d, depth)).shape == (1, 1, d, d, depth)
         assert spec.is_conditional(cfg["in_channels"]) and not spec.is_conditional(spec.bands)
     with pytest.raises(ValueError, match="Unknown architecture"):

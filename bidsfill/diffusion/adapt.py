@@ -171,8 +171,8 @@ def adapt_model(
                         z_frame=(z0, image.shape[2]),
                     )  # fmt: skip
                 )
-            x0 = torch.stack([ex.x0 for ex in batch]).to(device)
-            cond = torch.stack([ex.condition for ex in batch]).to(device)
+            x0 = card.spec.encode(model, torch.stack([ex.x0 for ex in batch]).to(device))
+            cond = card.spec.encode(model, torch.stack([ex.condition for ex in batch]).to(device))
             m = torch.stack([ex.mask for ex in batch]).to(device)
             n = x0.shape[0]
             t = sample_timesteps(n, T, high, gen)

@@ -8,7 +8,9 @@ Layouts: volumes are ``(X, Y, Z)`` with Z axial. Slice models see ``(C, Z, X, Y)
 (axial slices first; windows of consecutive slices share one timestep), seq-pos models
 with one more channel after the conditioning: each slice's position in its volume; 3D
 image-space models see ``(C, X, Y, Z)`` as it is; the wavelet model sees the 8 Haar
-sub-bands of each channel at half resolution.
+sub-bands of each channel at half resolution. A latent model (ldm3d) takes the image
+channels as they are and encodes them itself (:meth:`ArchitectureSpec.encode`) into its
+autoencoder's latent space.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from bidsfill.diffusion.latent import (
+    AUTOENCODER_DEFAULTS,
+    LATENT_CHANNELS,
+    LATENT_FACTOR,
+    LatentDiffusion,
+)
 from bidsfill.diffusion.networks import (
     Image2DUNet,
     Pseudo3DUNet,
@@ -64,6 +72,11 @@ class ArchitectureSpec:
         slice_position: the network takes each slice's position in its volume as a last
             input channel (seq-pos); the crop pipeline appends it after the conditioning,
             for unconditional models too.
+        config_keys: the config keys its network takes (CONFIG_KEYS and its own).
+        latent: the network diffuses in a latent space of its own: it has ``encode``
+            and ``decode`` for image channels in the layout (:meth:`encode`).
+        stages: its training stages in order; the last is "diffusion", each earlier one
+            an objective of the network's own (``network.stage_loss(stage, channels)``).
     """
 
     name: str
@@ -78,15 +91,33 @@ class ArchitectureSpec:
     image_dims: int = 3
     network_kwargs: dict[str, Any] = field(default_factory=dict)
     slice_position: bool = False
+    config_keys: tuple[str, ...] = CONFIG_KEYS
+    latent: bool = False
+    stages: tuple[str, ...] = ("diffusion",)
 
     # -- network ----------------------------------------------------------------------
     def build(self, **config: Any) -> nn.Module:
         """The network from a card's config; missing keys take :attr:`default_config`."""
         cfg = {**self.default_config, **config}
-        unknown = set(cfg) - set(CONFIG_KEYS)
+        unknown = set(cfg) - set(self.config_keys)
         if unknown:
             raise ValueError(f"Unknown config keys for {self.name}: {sorted(unknown)}.")
         return self.network(**cfg, **self.network_kwargs)
+
+    def card_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with the defaults of this network's own keys (beyond CONFIG_KEYS)
+        written out, so a card keeps them when the defaults change."""
+        own = {k: v for k, v in self.default_config.items() if k not in CONFIG_KEYS}
+        return {**own, **config}
+
+    def encode(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, ...)`` image channels in the layout -> what the diffusion runs on:
+        a latent model's latents, else ``x`` itself."""
+        return net.encode(x) if self.latent else x
+
+    def decode(self, net: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`encode`."""
+        return net.decode(z) if self.latent else z
 
     def is_conditional(self, in_channels: int) -> bool:
         """True when the network takes conditioning channels after x_t."""
@@ -213,6 +244,27 @@ SPECS: dict[str, ArchitectureSpec] = {
             patch_size=(32, 32, 32),
             window=None,
             window_overlap=None,
+        ),
+        # LDM 3D (Durrer et al. 2025, after Khader et al.): MONAI's AutoencoderKL encodes
+        # each image channel (x0, the voided image b, the mask m, extras) on its own to 4
+        # channels at 1/4 resolution, as the paper encodes x, b and m with one
+        # autoencoder, and a 3D U-Net denoises the stacked latents. Two-stage training
+        # (autoencoder, then diffusion on its frozen latents); one file holds both.
+        ArchitectureSpec(
+            "ldm3d",
+            LatentDiffusion,
+            {"in_channels": 3 * LATENT_CHANNELS, "out_channels": LATENT_CHANNELS,
+             "channels": [16, 32, 64], "num_res_blocks": 1, "norm_num_groups": 8,
+             "autoencoder": dict(AUTOENCODER_DEFAULTS)},
+            bands=LATENT_CHANNELS,
+            downsample=LATENT_FACTOR,
+            layout="volume",
+            patch_size=(32, 32, 32),
+            window=None,
+            window_overlap=None,
+            config_keys=(*CONFIG_KEYS, "autoencoder"),
+            latent=True,
+            stages=("autoencoder", "diffusion"),
         ),
         # 2D unconditional model of histology sections (bidsfill.microscopy, issue 18);
         # its layout methods are not used: images are (N, 1, H, W) as they are.

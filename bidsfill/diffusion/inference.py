@@ -168,7 +168,8 @@ def _sample_crop(
     if not spec.voxelwise:
         clip = None
     x0, cond = prep.forward()
-    x0, cond = x0[None].to(device), cond[None].to(device)
+    # A latent model diffuses its autoencoder's latents of the image channels.
+    x0, cond = spec.encode(net, x0[None].to(device)), spec.encode(net, cond[None].to(device))
     cond_in = spec.condition_channels(cond, card.conditional)
     if spec.slices:
         active = prep.mask.reshape(-1, prep.mask.shape[-1]).any(axis=0)  # per z slice
@@ -190,6 +191,11 @@ def _sample_crop(
             jump_length=plan.jump_length, jump_n_sample=plan.jump_n_sample, eta=plan.eta,
             clip=clip,
         )  # fmt: skip
+    elif spec.latent:
+        raise ValueError(
+            "RePaint mixes the known image into every step, which needs an invertible "
+            "layout; a latent model's autoencoder is not one. Train it conditionally."
+        )
     else:  # known and unknown voxels are mixed in image space, between network calls
         shape = prep.image.shape
         img = torch.as_tensor(prep.image[None, None], device=device)
@@ -201,7 +207,7 @@ def _sample_crop(
             from_model=lambda v: spec.from_network(v, shape),
         )  # fmt: skip
         return res.sample[0, 0].float().cpu().numpy(), res.model_calls
-    return prep.from_network(res.sample), res.model_calls
+    return prep.from_network(spec.decode(net, res.sample)), res.model_calls
 
 
 #: Fills ``mask`` of ``image`` with a classical filler: (image, mask, zooms, method) ->

@@ -99,6 +99,8 @@ FILL_METHODS: dict[str, FillMethod] = {
                    "durrer", "ddpm"),
         _diffusion("ddpm3d", "with a conditional memory-efficient 3D denoising diffusion "
                    "model on image patches", "durrer", "ddpm"),
+        _diffusion("ldm3d", "with a conditional 3D latent diffusion model (a diffusion "
+                   "model in the latent space of a 3D autoencoder)", "durrer", "rombach", "ddpm"),
         _diffusion("repaint", "with an unconditional denoising diffusion model made to "
                    "inpaint by RePaint resampling", "repaint", "ddpm", conditional=False),
     )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bidsfill.diffusion.architectures import build_network
+from bidsfill.diffusion.architectures import build_network, get_architecture
 from bidsfill.diffusion.card import ModelCard, Preprocessing, SamplingDefaults
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.diffusion.weights import save_weights
@@ -47,6 +47,7 @@ def export_checkpoint(
     ckpt = load_checkpoint(path)
     config = json.loads(ckpt["config"])
     extra = json.loads(ckpt.get("extra", "{}"))
+    spec = get_architecture(config["arch"])
     model = build_network(config["arch"], **config["network"])
     model.load_state_dict(ckpt["ema" if use_ema else "model"])
     history = json.loads(ckpt.get("validation", "[]"))
@@ -75,6 +76,8 @@ def export_checkpoint(
             )
         },  # fmt: skip
         "checkpoint": path.name,
+        # each stage's steps, seconds and machine, for models trained in stages (ldm3d)
+        **({"stages": _stages(ckpt, spec.stages)} if len(spec.stages) > 1 else {}),
         **extra,
         **(notes or {}),
     }
@@ -95,7 +98,7 @@ def export_checkpoint(
         training["total_wall_seconds"] = round(training["wall_seconds"] + float(earlier), 1)
     card = ModelCard(
         architecture=config["arch"],
-        config=config["network"],
+        config=spec.card_config(config["network"]),
         schedule=NoiseSchedule(**config["schedule"]),
         preprocessing=Preprocessing.from_dict(config["preprocessing"]),
         sampling=SamplingDefaults.from_dict(sampling),
@@ -104,3 +107,13 @@ def export_checkpoint(
         validation_history=history,
     )
     return save_weights(model, card, out_path)
+
+
+def _stages(ckpt: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The checkpoint's record of each training stage, in order."""
+    log = json.loads(ckpt.get("stages", "{}"))
+    return {
+        name: {k: v for k, v in log[name].items() if k != "elapsed_at_start"}
+        for name in names
+        if name in log
+    }

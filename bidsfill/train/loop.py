@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from bidsfill.diffusion.architectures import build_network
+from bidsfill.diffusion.architectures import build_network, get_architecture
 from bidsfill.diffusion.card import ModelCard, Preprocessing
 from bidsfill.diffusion.objective import sample_timesteps, weighted_loss
 from bidsfill.diffusion.schedules import NoiseSchedule
@@ -83,6 +83,9 @@ class TrainConfig:
         high_t_fraction: share of examples whose timestep is drawn from the noisiest
             10 % instead of all T; those steps decide a few-step DDIM fill (one step from
             pure noise is the network's posterior-mean estimate).
+        stage_steps: steps of each training stage the architecture has before its
+            diffusion stage (``{"autoencoder": N}`` for ldm3d); ``steps`` are the
+            diffusion stage's. Stages run in order on one step counter.
     """
 
     run_dir: str = "runs/default"
@@ -111,6 +114,7 @@ class TrainConfig:
     device: str = "auto"
     init_from: str = ""
     high_t_fraction: float = 0.0
+    stage_steps: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,6 +138,40 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class _Stages:
+    """An architecture's training stages on one step counter: stage ``i`` runs steps
+    ``starts[i]`` to ``starts[i] + lengths[i]``; the last one is the diffusion stage."""
+
+    names: tuple[str, ...]
+    starts: tuple[int, ...]
+    lengths: tuple[int, ...]
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> _Stages:
+        names = get_architecture(config.arch).stages
+        unknown = set(config.stage_steps) - set(names[:-1])
+        if unknown:
+            raise ValueError(f"{config.arch} has no training stage {sorted(unknown)}.")
+        lengths = [int(config.stage_steps.get(n, 0)) for n in names[:-1]] + [int(config.steps)]
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        return cls(tuple(names), tuple(starts), tuple(lengths))
+
+    @property
+    def total(self) -> int:
+        return self.starts[-1] + self.lengths[-1]
+
+    def at(self, step: int) -> int:
+        """The stage that runs ``step`` (a stage of no steps never runs)."""
+        return max(i for i, s0 in enumerate(self.starts) if s0 <= step)
+
+    def lr(self, step: int, config: TrainConfig) -> float:
+        """Warm-up and cosine decay within the stage of ``step``."""
+        i = self.at(step)
+        return lr_factor(step - self.starts[i], config.warmup_steps, self.lengths[i],
+                         config.min_lr_ratio)  # fmt: skip
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -211,6 +249,7 @@ def train(
         extra_state: JSON-able facts saved in checkpoints (e.g. training data list).
     """
     info = info or setup_distributed(config.device)
+    stages, spec = _Stages.of(config), get_architecture(config.arch)
     run_dir = Path(config.run_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,11 +261,9 @@ def train(
     ema = copy.deepcopy(model).requires_grad_(False)
     schedule = NoiseSchedule(**config.schedule)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio),
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: stages.lr(s, config))
     start, elapsed, losses, val_hist = 0, 0.0, [], []
+    stage_log: dict[str, dict[str, Any]] = {}  # steps, seconds and machine of each stage
     # 2. resume everything from the latest checkpoint, or start from exported weights
     ckpt_path = latest_checkpoint(run_dir) if resume else None
     if ckpt_path is None and config.init_from:
@@ -240,6 +277,7 @@ def train(
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
         losses = [float(v) for v in ckpt.get("losses", [])]
         val_hist = json.loads(ckpt.get("validation", "[]"))
+        stage_log = json.loads(ckpt.get("stages", "{}"))
         rng = ckpt["rng"]
         set_rng_state(rng[info.rank] if isinstance(rng, list) and len(rng) > info.rank else rng[0])
         if info.is_main:
@@ -247,24 +285,27 @@ def train(
     net = model
     if info.distributed:
         ids = [info.device.index] if info.device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids)
+        # an earlier stage trains part of the network only (ldm3d: the autoencoder)
+        net = DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=len(stages.names) > 1
+        )
     use_amp = config.amp and info.device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=_StepBatches(
-            start, config.steps, config.batch_size, info.rank, info.world_size
+            start, stages.total, config.batch_size, info.rank, info.world_size
         ),
         num_workers=config.num_workers,
         collate_fn=_collate,
         persistent_workers=False,
     )
     log_path = run_dir / "train_log.csv"
-    progress = _Progress(config.steps, start)
+    progress = _Progress(stages.total, start)
     session_t0 = time.perf_counter()
     t_last = time.perf_counter()
     step = start
     model.train()
-    for step, batch in zip(range(start, config.steps), loader, strict=False):
+    for step, batch in zip(range(start, stages.total), loader, strict=False):
         # 3. noise and timesteps from a generator keyed by (seed, step, rank)
         gen = torch.Generator().manual_seed(
             int(np.random.SeedSequence([config.seed, step, info.rank]).generate_state(1)[0])
@@ -272,22 +313,36 @@ def train(
         x0 = batch["x0"].to(info.device)
         cond = batch["condition"].to(info.device)
         mask = batch["mask"].to(info.device)
-        n = x0.shape[0]
-        t = sample_timesteps(n, schedule.num_train_timesteps, config.high_t_fraction, gen)
-        t = t.to(info.device)
-        noise = torch.randn(x0.shape, generator=gen).to(info.device)
-        x_t = schedule.add_noise(x0, noise, t)
-        target = schedule.training_target(x0, noise, t)
-        # 4. forward (x_t, b, m, extras), loss weighted toward the mask, step
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            out = net(torch.cat([x_t, cond], dim=1), t)
-        loss = weighted_loss(out, target, mask, config.outside_weight)
+        i_stage = stages.at(step)
+        stage, s0 = stages.names[i_stage], stages.starts[i_stage]
+        entry = stage_log.setdefault(stage, {"elapsed_at_start": elapsed})
+        if step == s0:
+            if i_stage and s0:  # a later stage starts from the EMA weights of the earlier
+                model.load_state_dict(ema.state_dict())
+                if spec.latent and i_stage == len(stages.names) - 1:
+                    model.fit_latent_scale(x0)  # latents of unit variance for the noise
+        if i_stage < len(stages.names) - 1:  # an earlier stage: the network's own objective
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss = net(torch.cat([x0, cond], dim=1), None, stage=stage)
+        else:
+            x0, cond = spec.encode(model, x0), spec.encode(model, cond)  # latents (ldm3d)
+            n = x0.shape[0]
+            t = sample_timesteps(n, schedule.num_train_timesteps, config.high_t_fraction, gen)
+            t = t.to(info.device)
+            noise = torch.randn(x0.shape, generator=gen).to(info.device)
+            x_t = schedule.add_noise(x0, noise, t)
+            target = schedule.training_target(x0, noise, t)
+            # 4. forward (x_t, b, m, extras), loss weighted toward the mask, step
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                out = net(torch.cat([x_t, cond], dim=1), t)
+            loss = weighted_loss(out, target, mask, config.outside_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
         sched.step()
-        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        local = step - s0  # the EMA warms up again in each stage
+        decay = min(config.ema_decay, (1 + local) / (10 + local))
         _ema_update(ema, model, decay)
         loss_v = float(loss.detach())
         losses.append(loss_v)
@@ -295,8 +350,9 @@ def train(
         now = time.perf_counter()
         elapsed += now - t_last
         t_last = now
+        entry.update(steps=done - s0, wall_seconds=round(elapsed - entry["elapsed_at_start"], 1))
         # 5. log, checkpoint, validate (rank 0 writes; all ranks checkpoint in step)
-        if info.is_main and (done % config.log_every == 0 or done == config.steps):
+        if info.is_main and (done % config.log_every == 0 or done == stages.total):
             new = not log_path.exists()
             with open(log_path, "a", newline="") as fh:
                 w = csv.writer(fh)
@@ -309,7 +365,8 @@ def train(
                 )  # fmt: skip
             print(progress.line(step, float(np.mean(recent)), sched.get_last_lr()[0]),
                   file=sys.stderr, flush=True)  # fmt: skip
-        if validate_fn is not None and config.val_every and done % config.val_every == 0:
+        last_stage = i_stage == len(stages.names) - 1  # a model to validate exists
+        if validate_fn and config.val_every and done % config.val_every == 0 and last_stage:
             if info.is_main:
                 metrics = validate_fn(ema, _card(config, schedule))
                 val_hist.append({"step": done, **metrics})
@@ -318,10 +375,12 @@ def train(
             barrier(info)
             t_last = time.perf_counter()  # validation time is not training time
         out_of_time = config.max_minutes and (now - session_t0) / 60 >= config.max_minutes
-        if done % config.checkpoint_every == 0 or done == config.steps or out_of_time:
+        if done % config.checkpoint_every == 0 or done == stages.total or out_of_time:
+            entry["ran_on"] = _ran_on(info)
             _checkpoint(
-                config, info, model, ema, opt, sched, done, elapsed, losses, val_hist, extra_state
-            )
+                config, info, model, ema, opt, sched, done, elapsed, losses, val_hist, extra_state,
+                stage_log,
+            )  # fmt: skip
         if out_of_time:
             if info.is_main:
                 LOGGER.info("Stopping at step %d: --max-minutes reached.", done)
@@ -404,6 +463,7 @@ def _checkpoint(
     losses: list[float],
     val_hist: list[dict[str, Any]],
     extra_state: dict[str, Any] | None,
+    stage_log: dict[str, Any],
 ) -> None:
     rng = get_rng_state()
     if info.distributed:
@@ -430,6 +490,7 @@ def _checkpoint(
             ],
             "config": json.dumps(config.to_dict()),
             "extra": json.dumps(extra_state or {}),
+            "stages": json.dumps(stage_log),
         }
         save_checkpoint(state, Path(config.run_dir), step, keep=config.keep_checkpoints)
     barrier(info)
