@@ -123,3 +123,17 @@ def test_bidsfill_train_runs_both_stages(tmp_path, capsys):
     _, card = load_weights(out)
     assert card.training["steps"] == 3 and card.config["autoencoder"]["channels"] == [16, 32, 32]
     assert [s["steps"] for s in card.training["stages"].values()] == [1, 2]
+
+
+def test_an_epsilon_model_fills_finite_values(tmp_path):
+    # At the noisiest step an epsilon model's x0 estimate divides by sqrt(alpha_bar) ~ 0;
+    # unclipped, its latents decode to inf. They are clipped to the latents' range.
+    card = {"architecture": "ldm3d", "config": NETWORK, "schedule": NoiseSchedule(20).to_dict(),
+            "preprocessing": {**default_preprocessing("ldm3d"), "margin": 2}}  # fmt: skip
+    path = save_weights(build_network("ldm3d", **NETWORK), card, tmp_path / "eps")
+    img = _volume().image
+    mask = np.zeros(img.shape, bool)
+    mask[12:16, 12:16, 12:16] = True
+    out = fill_image(img, mask, method="ldm3d", model=str(path), zooms=(1.0, 1.0, 1.0), seed=0,
+                     steps=2)  # fmt: skip
+    assert np.isfinite(out.filled).all() and np.array_equal(out.filled[~mask], img[~mask])

@@ -25,6 +25,7 @@ from torch import nn
 from bidsfill.diffusion.latent import (
     AUTOENCODER_DEFAULTS,
     LATENT_CHANNELS,
+    LATENT_CLIP,
     LATENT_FACTOR,
     LatentDiffusion,
 )
@@ -166,6 +167,14 @@ class ArchitectureSpec:
         """The network layout is a permutation of image voxels: image-unit clipping and
         RePaint's known mask apply in it directly (not so for wavelet sub-bands)."""
         return self.bands == 1 and self.downsample == 1
+
+    def sample_clip(self, image_clip: tuple[float, float] | None) -> tuple[float, float] | None:
+        """The range of the sampler's x0 estimate in the network's space: the image's
+        (``image_clip``) where the layout is voxelwise, +-LATENT_CLIP for unit-variance
+        latents, none for sub-band coefficients (no image values)."""
+        if self.latent:
+            return (-LATENT_CLIP, LATENT_CLIP)
+        return image_clip if self.voxelwise else None
 
     def to_network(self, channels: torch.Tensor) -> torch.Tensor:
         """``(C, X, Y, Z)`` image channels -> the network's layout (no batch axis)."""

@@ -162,11 +162,9 @@ def _sample_crop(
     """One sample of a prepared crop; returns the model-grid crop in model units (image
     layout) and the model calls."""
     spec, pre, schedule = card.spec, card.preprocessing, card.schedule
-    # A residual model's correction has no fixed range; image models clip to the card's.
-    # Sub-band coefficients are no image values: a non-voxelwise layout is never clipped.
-    clip = None if pre.residual_scale is not None else tuple(pre.intensity.clip)
-    if not spec.voxelwise:
-        clip = None
+    # A residual model's correction has no fixed range; image models clip to the card's
+    # range, latent models to their latents' (ArchitectureSpec.sample_clip).
+    clip = spec.sample_clip(None if pre.residual_scale is not None else tuple(pre.intensity.clip))
     x0, cond = prep.forward()
     # A latent model diffuses its autoencoder's latents of the image channels.
     x0, cond = spec.encode(net, x0[None].to(device)), spec.encode(net, cond[None].to(device))

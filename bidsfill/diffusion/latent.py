@@ -23,7 +23,13 @@ from torch import nn
 
 from bidsfill.diffusion.networks import Volume3DUNet
 
-__all__ = ["AUTOENCODER_DEFAULTS", "LATENT_CHANNELS", "LATENT_FACTOR", "LatentDiffusion"]
+__all__ = [
+    "AUTOENCODER_DEFAULTS",
+    "LATENT_CHANNELS",
+    "LATENT_CLIP",
+    "LATENT_FACTOR",
+    "LatentDiffusion",
+]
 
 #: Latent channels per image channel, and image voxels per latent voxel along each axis
 #: (three autoencoder levels; 4 as the paper's 128^3 -> 32^3). Fixed, so the spec's
@@ -35,6 +41,11 @@ LATENT_FACTOR = 4
 #: quadratic in a crop's voxels).
 AUTOENCODER_DEFAULTS: dict[str, Any] = {"channels": [16, 32, 32], "num_res_blocks": 1,
                                         "norm_num_groups": 8}  # fmt: skip
+
+#: The sampler clips a latent model's x0 estimate to +-this: its latents have unit
+#: variance (fit_latent_scale), and an epsilon model's estimate at the noisiest steps,
+#: unclipped, decodes to values far outside any image.
+LATENT_CLIP = 5.0
 
 #: Weight of the KL term in the autoencoder loss (MONAI's 3D LDM tutorial uses 1e-6): a
 #: nearly plain autoencoder, whose latents fit_latent_scale brings to unit variance.
