@@ -54,14 +54,19 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=MODEL, help="weights path (card beside it)")
     p.add_argument("--steps", type=int, default=1, help="default DDIM steps in the card")
     p.add_argument("--n-samples", type=int, default=1, help="default fills averaged")
+    p.add_argument("--flip", action="store_true",
+                   help="default: every other sample from the left-right mirrored crop")  # fmt: skip
+    p.add_argument("--sampling", default=None,
+                   help="the card's whole default sampling as JSON (overrides the three above)")  # fmt: skip
     p.add_argument("--real-max-ml", type=float, default=120.0)
     p.add_argument("--window-overlap", type=int, default=2,
                    help="z-window overlap at inference (training saw single windows)")  # fmt: skip
     args = p.parse_args()
     from bidsfill.train.export import export_checkpoint
 
+    sampling = {"steps": args.steps, "n_samples": args.n_samples, "flip": args.flip}
     export_checkpoint(
-        args.run_dir, args.out, sampling={"steps": args.steps, "n_samples": args.n_samples}
+        args.run_dir, args.out, sampling=json.loads(args.sampling) if args.sampling else sampling
     )
     card_path = args.out.with_suffix(".json")
     card = json.loads(card_path.read_text())
@@ -99,10 +104,15 @@ def main() -> None:
     ]
     training["data_note"] = (
         "Small data: 12 real single subjects from 4 sources (ds002748, IXI, a Philips "
-        "ADNI-protocol volunteer, niimath) and 3 templates; 1,202 real "
-        "lesion masks. Stage 3 held out every scan whose licence is unclear; stages 1-2 "
-        "(which it starts from) trained on the left half of sub-gd01 (licence unclear), "
-        "so sub-gd01 is not a held-out scan of this model."
+        "ADNI-protocol volunteer, niimath) and 3 templates; 1,202 real lesion masks. "
+        + (
+            "Stage 3 held out every scan whose licence is unclear; stages 1-2 (which it "
+            "starts from) trained on the left half of sub-gd01 (licence unclear), so "
+            "sub-gd01 is not a held-out scan of this model."
+            if training.get("fine_tuned_from")
+            else "Trained from scratch on these scans only; every scan whose licence is "
+            "unclear was left out."
+        )
     )
     if not training.get("ran_on"):
         training["ran_on"] = {

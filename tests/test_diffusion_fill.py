@@ -133,11 +133,15 @@ def test_feather_changes_only_the_boundary_layer(tmp_path, volume):
     assert not changed[7, 8, 5]  # the lesion core keeps its fill
 
 
-def test_clear_errors(tmp_path, volume):
+def test_clear_errors(tmp_path, volume, monkeypatch):
     img, mask = volume
     kw = {"zooms": (1, 1, 1), "seed": 0}
-    with pytest.raises(FillError, match="bidsfill-train"):
-        fill_image(img, mask, method="wdm3d", model=None, **kw)
+    with monkeypatch.context() as m:  # an install without bundled weights
+        m.setattr("bidsfill.fill.diffusion.default_model_path", lambda method: None)
+        with pytest.raises(FillError, match="bidsfill-train --arch wdm3d"):
+            fill_image(img, mask, method="wdm3d", model=None, **kw)
+        with pytest.raises(FillError, match="bidsfill-train --arch pseudo3d --unconditional"):
+            fill_image(img, mask, method="repaint", model=None, **kw)
     conditional = _weights(tmp_path, "pseudo3d")
     with pytest.raises(FillError, match="unconditional"):
         fill_image(img, mask, method="repaint", model=conditional, **kw)

@@ -65,9 +65,12 @@ def _load(
 ) -> tuple[torch.nn.Module, ModelCard]:
     path = Path(model) if model else default_model_path(method)
     if path is None:
+        conditional = fill_method(method).conditional
+        train_arch = f"--arch {method}" if conditional else "--arch pseudo3d --unconditional"
         raise FillError(
             f"No trained weights are bundled for --method {method}; train them with "
-            f"`bidsfill-train {method} ...` or pass a compatible file with --model PATH."
+            f"`bidsfill-train {train_arch} ...` (or METHODS={method} bash "
+            "scripts/train_family.sh) or pass a compatible file with --model PATH."
         )
     try:
         net, card = load_weights(path, device=device)
