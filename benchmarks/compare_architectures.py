@@ -81,11 +81,14 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base / 1024, in
 def _models(methods: list[str]) -> dict[str, Path]:
     """Label -> weights: each shipped ``<method>.safetensors`` (``pseudo3d``: the default,
     labelled as the scorecard labels it so its cached rows are reused) and the
-    equal-budget pseudo3d."""
+    equal-budget pseudo3d models without and with the contralateral (mirror) channel."""
     out = {m: MODELS / f"{m}.safetensors" for m in methods if (MODELS / f"{m}.safetensors").exists()}
-    equal = ROOT / "runs" / "family" / "pseudo3d" / "pseudo3d.safetensors"
-    if equal.exists():
-        out["pseudo3d (equal budget)"] = equal
+    family = ROOT / "runs" / "family"
+    for label, name in (("pseudo3d (equal budget)", "pseudo3d"),
+                        ("pseudo3d + mirror (equal budget)", "pseudo3d-mirror")):  # fmt: skip
+        path = family / name / f"{name}.safetensors"
+        if path.exists():
+            out[label] = path
     return out
 
 
@@ -195,7 +198,8 @@ def main() -> None:
             "from each card, every stage included (1 torch thread and 1-2 data workers on a "
             "shared 2-core CPU, so at most twice as many CPU-hours); `pseudo3d` is the "
             "shipped default, `pseudo3d (equal budget)` the same recipe from scratch with "
-            "the others' budget.",
+            "the others' budget, `pseudo3d + mirror` that recipe with Santorum et al.'s "
+            "contralateral channel about each scan's estimated mid-sagittal plane.",
             "",
             *lines,
             "",

@@ -7,6 +7,8 @@
 #
 #   MINUTES=12 PARALLEL=2 bash scripts/train_family.sh            # every method
 #   METHODS="seqpos wdm3d" MINUTES=12 bash scripts/train_family.sh # some
+#   METHODS=pseudo3d-mirror ...  # with and without symmetry (issue 15): the same pseudo3d
+#                                # recipe plus the contralateral channel, not shipped
 #
 # The budget is wall-clock minutes per model (--max-minutes) on 1 torch thread and 1 data
 # worker, PARALLEL models at a time; the steps each reached are in its card. Resumable:
@@ -45,6 +47,8 @@ arch_args() {
     case $1 in
         pseudo3d | slicewise | seqpos)
             echo "--arch $1 --channels 24 48 96 --num-res-blocks 1 --patch 64 64 6 --region 96 96 32 --prefill --residual" ;;
+        pseudo3d-mirror)  # issue 15: pseudo3d with Santorum et al.'s contralateral channel
+            echo "--arch pseudo3d --mirror --channels 24 48 96 --num-res-blocks 1 --patch 64 64 6 --region 96 96 32 --prefill --residual" ;;
         wdm3d)
             echo "--arch wdm3d --channels 16 32 64 --num-res-blocks 1 --patch 64 64 32 --region 96 96 48 --prefill --residual" ;;
         ddpm3d)
@@ -77,9 +81,9 @@ train_one() {
     # shellcheck disable=SC2046
     .venv/bin/python -m bidsfill.cli.train "${common[@]}" $(arch_args "$method") \
         --run-dir "$run" ${EXTRA:-} >>"$run/train.out" 2>&1
-    # pseudo3d's equal-budget model is for the comparison only: the shipped default stays
+    # pseudo3d's equal-budget models are for the comparisons only: the shipped default stays
     local dest=$OUT/$method.safetensors
-    if [ "$method" = pseudo3d ]; then dest=$run/pseudo3d.safetensors; fi
+    case $method in pseudo3d*) dest=$run/$method.safetensors ;; esac
     .venv/bin/python scripts/export_default.py --run-dir "$run" --out "$dest" \
         --sampling "$(sampling "$method")" >>"$run/train.out" 2>&1
     echo "$method: $(tail -n 1 "$run/train.out")"
