@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from _heldout import held_out_cases
 from _results import write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA = ROOT.parent / "shared" / "data"
 MODEL = ROOT / "bidsfill" / "data" / "models" / "pseudo3d.safetensors"
 SECTION = "Quality against network evaluations"
 
@@ -41,19 +41,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from bidsfill.bids.training import training_scans
-    from bidsfill.train.scorecard import (
-        FillerSpec,
-        held_out_volumes,
-        make_scorecard_cases,
-        score_cases,
-        summarise,
-    )
+    from bidsfill.train.scorecard import FillerSpec, score_cases, summarise
 
-    cache_dir = ROOT / "runs" / "scorecard" / "cache"
-    scans = training_scans(DATA / "healthy-t1w", args.subjects)
-    volumes = held_out_volumes(scans, dict.fromkeys(args.subjects), cache_dir)
-    cases = make_scorecard_cases(volumes, args.kinds, real_masks=DATA / "lesion-masks")
+    cases = held_out_cases(args.subjects, args.kinds)
     base = {"model": str(MODEL), "device": "cpu", "n_samples": 1}
     fillers = [FillerSpec("nonlocal", "nonlocal")]
     fillers += [FillerSpec(f"ddim{k}", "pseudo3d", {**base, "steps": k}) for k in args.steps]

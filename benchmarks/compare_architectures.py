@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _heldout import CACHE, held_out_cases
 from _results import write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MODELS = ROOT / "bidsfill" / "data" / "models"
-DATA = ROOT.parent / "shared" / "data"
 SECTION = "Architecture comparison (issue 17)"
 HELD_OUT = ["ixi015", "fsconf01", "ds2748s61", "head01"]
 
@@ -82,7 +82,9 @@ def _models(methods: list[str]) -> dict[str, Path]:
     """Label -> weights: each shipped ``<method>.safetensors`` (``pseudo3d``: the default,
     labelled as the scorecard labels it so its cached rows are reused) and the
     equal-budget pseudo3d models without and with the contralateral (mirror) channel."""
-    out = {m: MODELS / f"{m}.safetensors" for m in methods if (MODELS / f"{m}.safetensors").exists()}
+    out = {
+        m: MODELS / f"{m}.safetensors" for m in methods if (MODELS / f"{m}.safetensors").exists()
+    }
     family = ROOT / "runs" / "family"
     for label, name in (("pseudo3d (equal budget)", "pseudo3d"),
                         ("pseudo3d + mirror (equal budget)", "pseudo3d-mirror")):  # fmt: skip
@@ -125,28 +127,18 @@ def main() -> None:
     p.add_argument("--held-out", nargs="+", default=HELD_OUT)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
-    p.add_argument("--cache-dir", default=str(ROOT / "runs" / "scorecard" / "cache"))
+    p.add_argument("--cache-dir", default=str(CACHE))
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch
 
     torch.set_num_threads(args.threads)
-    from bidsfill.bids.training import training_scans
     from bidsfill.fill.methods import classical_methods
-    from bidsfill.train.scorecard import (
-        FillerSpec,
-        held_out_volumes,
-        make_scorecard_cases,
-        score_cases,
-        summarise,
-    )
+    from bidsfill.train.scorecard import FillerSpec, score_cases, summarise
 
     start, load = time.perf_counter(), os.getloadavg()[0]
-    held = {k: None for k in args.held_out}
-    scans = training_scans(DATA / "healthy-t1w", sorted(held))
     cache = Path(args.cache_dir)
-    volumes = held_out_volumes(scans, held, cache)
-    cases = make_scorecard_cases(volumes, args.kinds, real_masks=DATA / "lesion-masks")
+    cases = held_out_cases(args.held_out, args.kinds, cache)
     models = _models(args.methods)
     fillers = [FillerSpec(m, m) for m in classical_methods() if m != "fsl"]
     for label, path in models.items():
@@ -189,7 +181,7 @@ def main() -> None:
     body = "\n".join(
         [
             f"{len(cases)} cases: the held-out scans "
-            + ", ".join(sorted({c.name.split('#')[0] for c in cases}))
+            + ", ".join(sorted({c.name.split("#")[0] for c in cases}))
             + f" with one mask per kind ({', '.join(args.kinds)}), as the default model's "
             "scorecard places them. Metrics in the mask (edge: a 2-voxel band on both "
             "sides of its edge); Dice of Atropos segmentations of the fill and the truth "
