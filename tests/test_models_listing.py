@@ -57,3 +57,24 @@ def test_a_damaged_model_is_flagged(tmp_path):
     dst.write_bytes(bytes(data))
     assert "sha256 DIFFERS from its card" in describe_model(dst)
     assert "No diffusion models are installed" in list_models(tmp_path / "empty")
+
+
+def test_every_diffusion_method_has_shipped_weights_of_its_kind():
+    """Issue 17: no --method is refused for missing weights; each file is that method's
+    architecture (RePaint: an unconditional model), and their weights stay under 60 MB."""
+    from bidsfill.diffusion.card import ModelCard
+    from bidsfill.diffusion.weights import default_model_path
+    from bidsfill.fill.methods import FILL_METHODS
+
+    for name, method in FILL_METHODS.items():
+        if not method.uses_model:
+            continue
+        path = default_model_path(name)
+        assert path is not None, f"--method {name} has no shipped weights"
+        card = ModelCard.coerce(json.loads(path.with_suffix(".json").read_text()))
+        assert card.conditional == method.conditional, name
+        if method.conditional:
+            assert card.architecture == name
+    fill_models = [default_model_path(n) for n, m in FILL_METHODS.items() if m.uses_model]
+    total = sum(p.stat().st_size for p in fill_models)
+    assert total < 60e6, f"shipped fill-method weights {total / 1e6:.1f} MB"
