@@ -82,11 +82,12 @@ def test_compare_two_classical_methods(cm, tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_unavailable_method_is_a_row_with_a_note(cm):
+def test_unavailable_method_is_a_row_with_a_note(cm, tmp_path):
     case = _case(cm)
+    missing = str(tmp_path / "absent.safetensors")  # every method ships weights now
     rows = cm.compare(
         [case],
-        [cm.MethodSpec("wdm3d DDIM 10", "wdm3d", {"steps": 10})],
+        [cm.MethodSpec("wdm3d DDIM 10", "wdm3d", {"steps": 10, "model": missing})],
         tissues=False,
         isolate=False,
     )
