@@ -137,7 +137,7 @@ def test_clear_errors(tmp_path, volume, monkeypatch):
     img, mask = volume
     kw = {"zooms": (1, 1, 1), "seed": 0}
     with monkeypatch.context() as m:  # an install without bundled weights
-        m.setattr("bidsfill.fill.diffusion.default_model_path", lambda method: None)
+        m.setattr("bidsfill.diffusion.weights.default_model_path", lambda method: None)
         with pytest.raises(FillError, match="bidsfill-train --arch wdm3d"):
             fill_image(img, mask, method="wdm3d", model=None, **kw)
         with pytest.raises(FillError, match="bidsfill-train --arch pseudo3d --unconditional"):

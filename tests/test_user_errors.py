@@ -206,8 +206,6 @@ def test_bad_model_stops_before_the_workflow(tiny_bids, tmp_path, capsys, fault,
     assert _nothing_ran(out)
 
 
-@pytest.mark.skip(reason="every method ships weights now; the patched lookup passes alone but "
-                  "not in the full suite (order-dependent), to be fixed")
 def test_method_without_weights_is_66(tiny_bids, tmp_path, capsys, monkeypatch):
     # an install without bundled weights (every method ships them; issue 17)
     monkeypatch.setattr("bidsfill.diffusion.weights.default_model_path", lambda method: None)

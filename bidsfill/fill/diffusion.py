@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from bidsfill.diffusion import weights
 from bidsfill.diffusion.card import CONTRAST_CHANNELS, ModelCard
 from bidsfill.diffusion.inference import inpaint_volume, resolve_device
 from bidsfill.diffusion.sampling import SamplingPlan
-from bidsfill.diffusion.weights import default_model_path, load_weights
 from bidsfill.fill.base import FillError, FillResult, register_filler
 from bidsfill.fill.methods import FILL_METHODS, fill_method
 from bidsfill.fill.prefill import classical_prefill
@@ -63,7 +63,7 @@ def _log_progress():  # noqa: ANN202
 def _load(
     method: str, model: str | Path | None, device: torch.device
 ) -> tuple[torch.nn.Module, ModelCard]:
-    path = Path(model) if model else default_model_path(method)
+    path = Path(model) if model else weights.default_model_path(method)
     if path is None:
         conditional = fill_method(method).conditional
         train_arch = f"--arch {method}" if conditional else "--arch pseudo3d --unconditional"
@@ -73,7 +73,7 @@ def _load(
             "scripts/train_family.sh) or pass a compatible file with --model PATH."
         )
     try:
-        net, card = load_weights(path, device=device)
+        net, card = weights.load_weights(path, device=device)
     except ValueError as err:
         raise FillError(str(err)) from None
     arch = card.architecture
@@ -116,7 +116,7 @@ def _with_contrasts(
     name = Path(model).name if model else f"the shipped {method} model"
     candidates = (method, "pseudo3d") if fill_method(method).conditional else ()
     for candidate in dict.fromkeys(candidates):
-        if default_model_path(candidate) is None:
+        if weights.default_model_path(candidate) is None:
             continue
         fallback_net, fallback_card = _load(candidate, None, device)
         if fallback_card.contrasts:

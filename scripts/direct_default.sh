@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Stage 4 of the shipped default model (issue 12): the stage-3 residual model specialised
+# for the one-step fill its card uses. Stage 3 drew 70 % of its timesteps uniformly, but a
+# DDIM 1-step fill only ever evaluates the network at the noisiest timesteps, where it
+# predicts the posterior mean of the lesion-free crop given the voided crop, the mask and
+# the nonlocal prefill (the direct-prediction view of fastWDM3D). Here every timestep is
+# drawn from the noisiest 10 % (--high-t-fraction 1), so the whole budget trains what the
+# fill uses. Same data, held-out subjects, crops and mask mix as stage 3 (scripts/residual_default.sh).
+# It starts from the stage-3 resume state committed in training/pseudo3d-residual/.
+# Resumable: rerun the same command; a fresh machine starts from training/pseudo3d-direct/.
+# On a GPU machine, ten minutes of the same recipe:
+#   RUN_DIR=runs/gpu-direct DEVICE=cuda WORKERS=14 BATCH=16 MAX_MINUTES=10 bash scripts/direct_default.sh
+# Export with: .venv/bin/python scripts/export_default.py --run-dir runs/pseudo3d-direct --n-samples 2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_training.sh runs/pseudo3d-direct
+DATA=${DATA:-$(cd .. && pwd)/shared/data}
+if [ ! -f "$RUN_DIR/init/pseudo3d.safetensors" ]; then
+    mkdir -p "$RUN_DIR/init" runs/pseudo3d-residual
+    if [ ! -f runs/pseudo3d-residual/latest.json ]; then  # stage 3's committed resume state
+        cp -r training/pseudo3d-residual/. runs/pseudo3d-residual/
+    fi
+    .venv/bin/python scripts/export_default.py --run-dir runs/pseudo3d-residual \
+        --out "$RUN_DIR/init/pseudo3d.safetensors"
+fi
+nohup .venv/bin/python -m bidsfill.cli.train \
+    --mni --bids-dir "$DATA/healthy-t1w" \
+    --participant-label ds2748s52 ds2748s53 ds2748s54 ds2748s55 ds2748s56 ds2748s57 \
+        ds2748s58 ds2748s59 ds2748s60 ixi012 phadni01 niimath01 spm152 cit168 \
+    --real-masks "$DATA/lesion-masks" --real-max-ml 120 \
+    --mask-kinds real=0.4 ms=0.3 tumour=0.1 cavity=0.1 random=0.1 \
+    --run-dir "$RUN_DIR" --arch pseudo3d --channels 24 48 96 --num-res-blocks 1 \
+    --patch 64 64 6 --region 96 96 32 --prediction-type sample --beta-schedule cosine \
+    --prefill --residual --high-t-fraction 1.0 \
+    --steps "${STEPS:-2000}" --batch-size "${BATCH:-4}" --lr 1e-4 --warmup-steps 20 --ema-decay 0.995 \
+    --outside-weight 0.1 --checkpoint-every 50 --val-every 0 \
+    --mask-bank 1024 --seed 4 --threads "$THREADS" --num-workers "${WORKERS:-1}" \
+    --max-minutes "$MAX_MINUTES" --device "${DEVICE:-auto}" \
+    --init-from "$RUN_DIR/init/pseudo3d.safetensors" \
+    >>"$RUN_DIR/train.out" 2>&1 &
+echo "training stage 4 in the background: pid $! (log: $RUN_DIR/train.out)"
