@@ -5,6 +5,7 @@ back to the shipped T1w-only model or, for a user's --model, refuses before any 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -232,3 +233,79 @@ def test_training_pairs_t1w_with_t2w(tmp_path, caplog):
     both = training_scans(root, flair=True, t2w=True)
     assert set(both[0].extras) == {"flair", "t2w"}
     assert build_parser().parse_args(["--run-dir", "r", "--t2w", "--flair"]).t2w is True
+
+
+def test_training_scans_of_patients_know_their_lesions(tmp_path):
+    """A patient's own lesion mask comes with its T1w; a contrast-enhanced T1w is not a
+    T1w to train on."""
+    from bidsfill.bids.training import training_scans
+
+    root = _dataset(tmp_path / "bids", _flair())
+    save(make_lesioned(1), root / "sub-01" / "anat" / "sub-01_ce-gadolinium_T1w.nii.gz")
+    save(make_lesioned(2), root / "sub-02" / "anat" / "sub-02_T1w.nii.gz")
+    scans = training_scans(root)
+    assert [s.name for s in scans] == ["sub-01_T1w", "sub-02_T1w"]
+    assert scans[0].lesion.name == "sub-01_label-lesion_roi.nii.gz"
+    assert scans[1].lesion is None
+
+
+def test_training_masks_avoid_the_patients_own_lesions(tmp_path):
+    """Drawn masks never touch the patient's real lesions (grown by 2 voxels), so the
+    truth under a training mask is healthy tissue; the FLAIR channel shows a bright
+    lesion inside the mask, as a patient's would."""
+    from bidsfill.diffusion.card import Preprocessing
+    from bidsfill.train.dataset import InpaintingDataset, load_volume
+    from bidsfill.train.masks import MaskGenerator
+
+    root = _dataset(tmp_path / "bids", _flair())
+    anat = root / "sub-01" / "anat"
+    vol = load_volume(anat / "sub-01_T1w.nii.gz", "sub-01", cache_dir=tmp_path / "cache",
+                      extras={"flair": anat / "sub-01_FLAIR.nii.gz"},
+                      lesion=anat / "sub-01_label-lesion_roi.nii.gz")  # fmt: skip
+    own = lesion_mask()
+    assert vol.lesion[own].all() and vol.lesion.sum() > own.sum()  # grown
+    assert (vol.wm[vol.lesion] == 0).all()
+    # the phantom's white matter (its registered priors are only roughly right)
+    vol = dataclasses.replace(vol, wm=((phantom(1) > 90) & ~vol.lesion).astype(np.float32))
+    prep = Preprocessing(patch_size=(16, 16, 4), extras=("flair",)).to_dict()
+    ds = InpaintingDataset([vol], arch="pseudo3d", config={}, preprocessing=prep,
+                           masks=MaskGenerator({"ms": 0.5, "tumour": 0.5}),
+                           region=(20, 20, 8), seed=1)  # fmt: skip
+    for index in range(12):
+        # the draw behind example `index` (no mask bank): one key from (seed, index)
+        _, crop, mask = ds._draw(int(np.random.default_rng([1, index]).integers(2**62)))
+        assert not (crop.inner(mask) & vol.lesion[crop.slices]).any()
+        image, region_mask, extras = ds.region_example(index)
+        assert np.array_equal(region_mask, mask)
+        plain = crop.extract(vol.extras["flair"])
+        assert np.array_equal(extras["flair"][~region_mask], plain[~region_mask])
+        inside = extras["flair"][region_mask]
+        assert (inside >= plain[region_mask]).all() and (inside > plain[region_mask]).any()
+
+
+def test_scorecard_hands_the_flair_to_a_contrast_filler(tmp_path, caplog):
+    """``FillerSpec(contrasts=True)`` gives the case's FLAIR to the fill: without it a
+    FLAIR model's fill falls back to the T1w-only default, with it the model fills."""
+    from bidsfill.train.scorecard import FillerSpec, score_cases
+    from bidsfill.train.validation import ValidationCase
+
+    model = flair_fill_model(tmp_path / "tiny")
+    vol = _volume_with_flair(tmp_path)
+    case = ValidationCase("sub-01#0", vol, lesion_mask() & (vol.image > 0))
+    params = {"model": str(model), "device": "cpu", "steps": 1}
+    for contrasts in (False, True):
+        caplog.clear()
+        (row,) = score_cases([case], [FillerSpec("m", "pseudo3d", params, contrasts=contrasts)],
+                             tissues=False)  # fmt: skip
+        assert np.isfinite(row["brats_psnr_01"])
+        fell_back = "which this session does not have" in caplog.text
+        assert fell_back is not contrasts, caplog.text
+
+
+def _volume_with_flair(tmp_path: Path):
+    from bidsfill.train.dataset import load_volume
+
+    root = _dataset(tmp_path / "bids", _flair())
+    anat = root / "sub-01" / "anat"
+    return load_volume(anat / "sub-01_T1w.nii.gz", "sub-01", cache_dir=tmp_path / "cache",
+                       extras={"flair": anat / "sub-01_FLAIR.nii.gz"})  # fmt: skip

@@ -40,7 +40,7 @@ def training_scans(
     from bids import BIDSLayout
 
     layout = BIDSLayout(str(bids_dir), validate=False)
-    query: dict[str, Any] = {"suffix": "T1w", "extension": [".nii", ".nii.gz"]}
+    query = contrast_query("T1w")  # plain T1w: a contrast-enhanced one is another contrast
     if participant_labels:
         query["subject"] = [label.removeprefix("sub-") for label in participant_labels]
     files = layout.get(return_type="object", **query)
@@ -63,7 +63,12 @@ def training_scans(
         if len(extras) < len(wanted):
             continue
         name = bf.filename.split(".nii")[0]
-        scans.append(TrainingScan(Path(bf.path), name, extras, Path(bids_dir).resolve()))
+        # pybids' raw config has no `label` entity: select `_label-lesion_` by name
+        own = [f.path for f in layout.get(subject=ents["subject"], session=ents.get("session"),
+                                          suffix="roi", extension=[".nii", ".nii.gz"])
+               if "_label-lesion_" in Path(f.path).name]  # fmt: skip
+        scans.append(TrainingScan(Path(bf.path), name, extras, Path(bids_dir).resolve(),
+                                  Path(own[0]) if own else None))  # fmt: skip
     if not scans:
         raise ValueError(f"No T1w image with a {' and a '.join(wanted.values())} was found.")
     return scans

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["apply_lesions", "lesion_weights"]
+__all__ = ["apply_lesions", "bright_lesion", "lesion_weights"]
 
 
 def _as_range(value: float | Sequence[float]) -> tuple[float, float]:
@@ -62,8 +62,10 @@ def apply_lesions(
     zooms: Sequence[float] = (1.0, 1.0, 1.0),
     heterogeneity: float = 0.05,
     ring_mm: float = 4.0,
+    hyperintense: bool = False,
 ) -> np.ndarray:
-    """Make T1-hypointense lesions relative to the local white matter, with soft edges.
+    """Make T1-hypointense lesions relative to the local white matter, with soft edges
+    (or, with ``hyperintense``, the bright lesions of a FLAIR or T2w).
 
     For each connected lesion the reference level is the median intensity of white
     matter in a ring of ``ring_mm`` around it (the whole-brain WM median if the ring has
@@ -81,6 +83,7 @@ def apply_lesions(
         zooms: voxel size in mm.
         heterogeneity: relative standard deviation of the smooth texture inside lesions.
         ring_mm: width of the ring of WM that sets each lesion's reference level.
+        hyperintense: brighten instead: the core is ``level * (1 + contrast)``.
 
     Returns:
         float32 image equal to ``image`` outside ``mask`` and darker inside it.
@@ -110,7 +113,8 @@ def apply_lesions(
         lesion = labels[grown] == index
         ring = ndimage.binary_dilation(lesion, iterations=max(ring_vox)) & wm[grown]
         level = float(np.median(image[grown][ring])) if ring.sum() >= 5 else global_level
-        core = level * (1.0 - rng.uniform(low, high))
+        change = rng.uniform(low, high)
+        core = level * (1.0 + change if hyperintense else 1.0 - change)
         target[grown][lesion] = core
     if heterogeneity > 0:
         texture = ndimage.gaussian_filter(
@@ -121,6 +125,26 @@ def apply_lesions(
         target *= 1.0 + heterogeneity * texture
     weights = lesion_weights(mask, edge_sigma, zooms)
     blended = (1.0 - weights) * image + weights * target
-    # Only darken (a lesion never brightens T1w), and only inside the mask.
-    out[mask] = np.minimum(blended[mask], image[mask])
+    # Only darken (a lesion never brightens T1w), or only brighten; only inside the mask.
+    keep = np.maximum if hyperintense else np.minimum
+    out[mask] = keep(blended[mask], image[mask])
     return out
+
+
+def bright_lesion(
+    contrast_image: np.ndarray,
+    mask: np.ndarray,
+    wm_mask_or_prob: np.ndarray,
+    zooms: Sequence[float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A FLAIR or T2w crop with the lesion a patient's scan would show under ``mask``.
+
+    Training masks are drawn in healthy tissue, where a FLAIR still shows grey and white
+    matter; in a patient the FLAIR is bright and nearly flat there. A model conditioned
+    on the FLAIR is trained and scored on this version (30-90 % brighter than the nearby
+    white matter, soft edges), so it learns to use the FLAIR for where the lesion ends
+    and what surrounds it, not to read the tissue under the lesion from it.
+    """
+    return apply_lesions(contrast_image, mask, wm_mask_or_prob, rng, contrast=(0.3, 0.9),
+                         zooms=zooms, hyperintense=True)  # fmt: skip

@@ -27,6 +27,7 @@ import torch
 from bidsfill.diffusion.card import PREFILL_METHOD
 from bidsfill.diffusion.crops import Crop, crop_around, training_patch
 from bidsfill.diffusion.examples import make_training_example
+from bidsfill.evaluate.simulate import bright_lesion
 from bidsfill.fill.prefill import classical_prefill
 from bidsfill.lesions import LesionSites, sample_lesion_mask
 from bidsfill.train.augment import Augmenter
@@ -75,6 +76,7 @@ class TrainVolume:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     source: str = ""
     to_mni: np.ndarray | None = None  # 4x4 RAS world -> MNI152 world (real MNI masks)
+    lesion: np.ndarray | None = None  # the patient's own lesions, grown: never in a mask
 
 
 def _canonical(img: nib.Nifti1Image) -> nib.Nifti1Image:
@@ -88,6 +90,7 @@ def load_volume(
     cache_dir: Path | None = None,
     extras: dict[str, str | Path] | None = None,
     voxel_size: Sequence[float] | None = None,
+    lesion: str | Path | None = None,
 ) -> TrainVolume:
     """Load a healthy T1w (any orientation), warp tissue priors onto it.
 
@@ -98,6 +101,10 @@ def load_volume(
         extras: other contrasts, resampled onto the T1w grid when needed.
         voxel_size: the model's grid (mm); a scan on another grid is resampled to it
             (linear), as inference resamples each crop to it.
+        lesion: the patient's own lesion mask (a patient scan, e.g. an MS patient with a
+            FLAIR): its voxels, grown by 2 voxels, are kept out of every drawn mask and out
+            of the white matter that places them, so the "truth" inside a mask is never a
+            real lesion.
     """
     img = _canonical(nib.load(str(path)))
     if img.ndim != 3:
@@ -123,9 +130,18 @@ def load_volume(
             other = resample_from_to(other, img, order=1)
         loaded[key] = np.asarray(other.dataobj, dtype=np.float32)
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    own, wm = None, priors.wm
+    if lesion is not None:
+        from nibabel.processing import resample_from_to
+        from scipy import ndimage
+
+        mask_img = _canonical(nib.load(str(lesion)))
+        grid = resample_from_to(mask_img, img, order=0)
+        own = ndimage.binary_dilation(np.asarray(grid.dataobj) > 0.5, iterations=2)
+        wm = np.where(own, 0, wm).astype(wm.dtype)
     return TrainVolume(
-        name, data, img.affine, zooms, priors.wm, priors.brain, loaded, source=str(path),
-        to_mni=priors.to_mni,
+        name, data, img.affine, zooms, wm, priors.brain, loaded, source=str(path),
+        to_mni=priors.to_mni, lesion=own,
     )  # fmt: skip
 
 
@@ -155,12 +171,14 @@ class TrainingScan:
         name: its file name without the extension (``sub-X_..._T1w``).
         extras: extra channels by name (``{"flair": path}``).
         dataset: the dataset it belongs to (model cards name sources relative to it).
+        lesion: the subject's own lesion mask (``label-lesion_roi``) when it has one.
     """
 
     path: Path
     name: str
     extras: dict[str, Any] = field(default_factory=dict)
     dataset: Path | None = None
+    lesion: Path | None = None
 
 
 def load_volumes(
@@ -172,7 +190,8 @@ def load_volumes(
     """Load each scan (:func:`load_volume`), in the order given."""
     return [
         load_volume(
-            s.path, s.name, cache_dir=cache_dir, extras=dict(s.extras), voxel_size=voxel_size
+            s.path, s.name, cache_dir=cache_dir, extras=dict(s.extras), voxel_size=voxel_size,
+            lesion=s.lesion,
         )  # fmt: skip
         for s in scans
     ]
@@ -199,6 +218,7 @@ def split_hemisphere(volume: TrainVolume, side: str) -> TrainVolume:
         wm=np.ascontiguousarray(volume.wm[sl]),
         brain=np.ascontiguousarray(volume.brain[sl]),
         extras={k: np.ascontiguousarray(v[sl]) for k, v in volume.extras.items()},
+        lesion=None if volume.lesion is None else np.ascontiguousarray(volume.lesion[sl]),
     )
 
 
@@ -330,6 +350,8 @@ class InpaintingDataset(torch.utils.data.Dataset):
                 brain_mask=vol.brain,
                 to_mni=vol.to_mni,
             )
+            if vol.lesion is not None:
+                full = full & ~vol.lesion
             hits = np.argwhere(full)
             centre = hits[rng.integers(len(hits))] if len(hits) else self._centre(k, rng)
             lo = centre - np.array(size) // 2
@@ -347,8 +369,11 @@ class InpaintingDataset(torch.utils.data.Dataset):
                 kind=kind,
                 volume_ml=self.masks.volume_ml.get(kind),
             )
-            if mask.sum() >= 2:
+            own = vol.lesion is not None and (mask & vol.lesion[crop.slices]).any()
+            if mask.sum() >= 2 and not own:
                 break
+        if vol.lesion is not None:  # 20 draws all touched a real lesion: cut it out
+            mask = mask & ~vol.lesion[crop.slices]
         return k, crop, np.pad(mask, crop.pad).astype(bool)  # sites were cut without the pad
 
     def _bank_entry(self, j: int) -> tuple[int, Crop, np.ndarray]:
@@ -417,6 +442,12 @@ class InpaintingDataset(torch.utils.data.Dataset):
             if a_mask.sum() >= 2:  # a deformation may push a tiny lesion out of the region
                 image, mask = a_img, a_mask
                 extras = dict(zip(extras, a_extras, strict=True))
+        for name in ("flair", "t2w"):  # as a patient's would: the lesion is bright there
+            if name in extras:
+                extras[name] = bright_lesion(
+                    extras[name], mask, crop.extract(vol.wm), vol.zooms,
+                    np.random.default_rng([self.seed, int(index), 3]),
+                )  # fmt: skip
         if "prefill" in self.preprocessing.get("extras", []):
             method = self.preprocessing.get("prefill_method", PREFILL_METHOD)
             box = self._prefill_box(index, mask) if patch_only else (slice(None),) * 3

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bidsfill.diffusion.card import ModelCard
+from bidsfill.diffusion.card import CONTRAST_CHANNELS, ModelCard
 from bidsfill.evaluate.metrics import TISSUES, dice, image_metrics
 from bidsfill.train.validation import ValidationCase
 
@@ -72,6 +72,9 @@ class FillerSpec:
     label: str
     method: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: hand the case's other contrasts (FLAIR, T2w on the T1w grid) to the fill, as the
+    #: workflow does for a model whose card lists them
+    contrasts: bool = False
 
 
 def _segment(image: np.ndarray, case: ValidationCase, seed: int, n_threads: int) -> Any:
@@ -88,7 +91,8 @@ def _segment(image: np.ndarray, case: ValidationCase, seed: int, n_threads: int)
 
 def _case_key(case: ValidationCase, spec: FillerSpec) -> str:
     digest = hashlib.sha256(np.packbits(case.mask).tobytes())
-    digest.update(json.dumps(spec.params, sort_keys=True, default=str).encode())
+    params = {**spec.params, "contrasts": True} if spec.contrasts else spec.params
+    digest.update(json.dumps(params, sort_keys=True, default=str).encode())
     return f"{case.name}|{spec.label}|{digest.hexdigest()[:16]}"
 
 
@@ -129,6 +133,11 @@ def score_cases(
             row: dict[str, Any] = {"filler": spec.label, "case": case.name}
             row["volume"] = case.name.split("#")[0]
             row["mask_ml"] = float(case.mask.sum()) * voxel_ml
+            params = dict(spec.params)
+            if spec.contrasts:
+                params["extra_images"] = {
+                    k: v for k, v in case.volume.extras.items() if k in CONTRAST_CHANNELS
+                }
             start = time.perf_counter()
             try:
                 result = fill_image(
@@ -138,7 +147,7 @@ def score_cases(
                     zooms=case.volume.zooms,
                     seed=seed,
                     affine=case.volume.affine,
-                    **spec.params,
+                    **params,
                 )
             except FillError as err:
                 rows.append({**row, "note": str(err)})
@@ -366,6 +375,8 @@ def make_scorecard_cases(
                 mask = gen(vol.wm, vol.zooms, rng, key=vol.name, brain_mask=vol.brain)
                 name = f"{vol.name}#{kind}"
             mask &= vol.image > 0
+            if getattr(vol, "lesion", None) is not None:
+                mask &= ~vol.lesion  # a patient's own lesions are no truth to score against
             if mask.sum() >= 2:
                 cases.append(ValidationCase(name, vol, mask))
     return cases
