@@ -15,6 +15,7 @@ network evaluations" of RESULTS.md and ``sampling_steps.png``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import sys
@@ -34,7 +35,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--subjects", nargs="+", default=["ds2748s61", "ixi015"])
     p.add_argument("--kinds", nargs="+", default=["real-ms", "tumour"])
-    p.add_argument("--steps", nargs="+", type=int, default=[1, 2, 5, 10, 20])
+    p.add_argument("--steps", nargs="+", type=int, default=[1, 2, 5, 10, 20, 50])
+    p.add_argument("--model", type=Path, default=MODEL, help="the model of the DDIM curve")
+    p.add_argument("--one-step", nargs="*", default=[], metavar="LABEL=WEIGHTS",
+                   help="further models scored at one evaluation per crop (e.g. the "
+                        "direct-prediction fine-tune, the few-step sampler)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -44,17 +49,24 @@ def main() -> None:
     from bidsfill.train.scorecard import FillerSpec, score_cases, summarise
 
     cases = held_out_cases(args.subjects, args.kinds)
-    base = {"model": str(MODEL), "device": "cpu", "n_samples": 1}
+    base = {"model": str(args.model), "device": "cpu", "n_samples": 1}
     fillers = [FillerSpec("nonlocal", "nonlocal")]
     fillers += [FillerSpec(f"ddim{k}", "pseudo3d", {**base, "steps": k}) for k in args.steps]
+    extra = []
+    for item in args.one_step:
+        label, _, path = item.partition("=")
+        extra.append(FillerSpec(label, "pseudo3d", {**base, "model": path, "steps": 1}))
+    fillers += extra
     load = os.getloadavg()[0]
     start = time.perf_counter()
     rows = score_cases(cases, fillers, tissues=False, n_threads=args.threads,
                        log=lambda m: print(m, flush=True))  # fmt: skip
     summary = summarise(rows)
     lines = [
-        f"`python benchmarks/bench_sampling_steps.py` ({time.strftime('%Y-%m-%d')}): the "
-        f"shipped default on {len(cases)} held-out cases ({', '.join(args.subjects)} x "
+        f"`python benchmarks/bench_sampling_steps.py {' '.join(sys.argv[1:])}` "
+        f"({time.strftime('%Y-%m-%d')}): `{args.model.name}` (sha256 "
+        f"{hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]}) on {len(cases)} "
+        f"held-out cases ({', '.join(args.subjects)} x "
         f"{', '.join(args.kinds)}), one sample per fill, DDIM from pure noise. Network "
         "evaluations per crop (and z-window) = steps. The 1-step fill is the model's direct "
         "(posterior-mean) prediction; no distillation is needed for <= 2 evaluations.",
@@ -72,15 +84,16 @@ def main() -> None:
         lines.append(f"| {f.label} | {evals} | {s.get('brats_psnr_01', float('nan')):.2f} | "
                      f"{s.get('brats_ssim', float('nan')):.4f} | "
                      f"{s.get('seconds', float('nan')):.1f} |")  # fmt: skip
-        if evals:
+        if evals and f not in extra:
             points.append((evals, s.get("brats_psnr_01"), s.get("brats_ssim")))
+    singles = [(f.label, summary.get(f.label, {})) for f in extra]
     text = "\n".join(lines)
     print(text)
     write_section(HERE / "RESULTS.md", SECTION, text)
-    _plot(points, summary.get("nonlocal", {}), HERE / "sampling_steps.png")
+    _plot(points, summary.get("nonlocal", {}), singles, HERE / "sampling_steps.png")
 
 
-def _plot(points, prefill, path: Path) -> None:  # noqa: ANN001
+def _plot(points, prefill, singles, path: Path) -> None:  # noqa: ANN001
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,6 +103,9 @@ def _plot(points, prefill, path: Path) -> None:  # noqa: ANN001
     for ax, i, name, key in ((axes[0], 1, "PSNR01 (dB)", "brats_psnr_01"),
                              (axes[1], 2, "SSIM", "brats_ssim")):  # fmt: skip
         ax.plot([p[0] for p in points], [p[i] for p in points], "o-", label="pseudo3d DDIM")
+        for (label, entry), marker in zip(singles, "s^Dv", strict=False):
+            if key in entry:
+                ax.plot([1], [entry[key]], marker, label=label)
         if key in prefill:
             ax.axhline(prefill[key], color="grey", ls="--", label="nonlocal prefill")
         ax.set_xscale("log")
