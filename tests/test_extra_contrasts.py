@@ -309,3 +309,18 @@ def _volume_with_flair(tmp_path: Path):
     anat = root / "sub-01" / "anat"
     return load_volume(anat / "sub-01_T1w.nii.gz", "sub-01", cache_dir=tmp_path / "cache",
                        extras={"flair": anat / "sub-01_FLAIR.nii.gz"})  # fmt: skip
+
+
+def test_scorecard_masks_leave_a_patients_own_lesions_out(tmp_path):
+    """Scored masks on a patient cover healthy tissue only: the truth there is known."""
+    from bidsfill.train.dataset import load_volume
+    from bidsfill.train.scorecard import make_scorecard_cases
+
+    root = _dataset(tmp_path / "bids", _flair())
+    anat = root / "sub-01" / "anat"
+    vol = load_volume(anat / "sub-01_T1w.nii.gz", "sub-01", cache_dir=tmp_path / "cache",
+                      lesion=anat / "sub-01_label-lesion_roi.nii.gz")  # fmt: skip
+    # white matter under the lesions too, so the generator would draw masks over them
+    vol = dataclasses.replace(vol, wm=(phantom(1) > 90).astype(np.float32))
+    cases = make_scorecard_cases([vol], ["tumour", "random", "tumour", "ms"], real_masks=None)
+    assert len(cases) >= 3 and all(not (c.mask & vol.lesion).any() for c in cases)

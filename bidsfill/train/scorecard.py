@@ -366,9 +366,13 @@ def make_scorecard_cases(
                 ]
                 if not pool:
                     raise ValueError(f"No real {want} masks for the scorecard in {real_masks}.")
-                pick = pool[int(rng.integers(len(pool)))]
-                real = RealMask(Path(real_masks) / pick["file"])
-                mask = place_mni_mask(real, vol.image.shape, vol.affine, vol.to_mni, vol.brain)
+                own = getattr(vol, "lesion", None)
+                for _attempt in range(10):  # a patient: not a mask that is its own lesions
+                    pick = pool[int(rng.integers(len(pool)))]
+                    real = RealMask(Path(real_masks) / pick["file"])
+                    mask = place_mni_mask(real, vol.image.shape, vol.affine, vol.to_mni, vol.brain)
+                    if own is None or (mask & ~own).sum() >= 0.5 * mask.sum():
+                        break
                 name = f"{vol.name}#{kind}:{Path(pick['file']).name.split('_mask')[0]}"
             else:
                 gen = MaskGenerator({kind: 1.0}, volume_ml=TRAINING_VOLUME_ML)
