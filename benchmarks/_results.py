@@ -15,3 +15,28 @@ def write_section(path: Path, title: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text.rstrip() + "\n")
+
+
+def filler_means(rows: list[dict], labels: list[str]) -> dict[str, dict]:
+    """Per filler label: the scorecard's means (``summarise``) plus the edge-band means,
+    which ``summarise`` leaves out (they are not part of a model card's scorecard)."""
+    import numpy as np
+
+    from bidsfill.train.scorecard import summarise
+
+    summary = summarise(rows)
+    out = {}
+    for label in labels:
+        mine = [r for r in rows if r["filler"] == label]
+        band = {
+            k: float(np.mean([r[k] for r in mine if k in r]))
+            for k in ("band_psnr_01", "band_ssim3d")
+            if any(k in r for r in mine)
+        }
+        out[label] = {**summary.get(label, {}), **band}
+    return out
+
+
+def metric_cells(entry: dict, columns: list[tuple[str, str, str]]) -> list[str]:
+    """One table row's cells for ``columns`` (key, header, format); "—" where missing."""
+    return ["—" if entry.get(k) is None else fmt.format(entry[k]) for k, _, fmt in columns]

@@ -26,9 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from _heldout import CACHE, held_out_cases
-from _results import write_section
+from _results import filler_means, metric_cells, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -134,7 +133,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from bidsfill.fill.methods import classical_methods
-    from bidsfill.train.scorecard import FillerSpec, score_cases, summarise
+    from bidsfill.train.scorecard import FillerSpec, score_cases
 
     start, load = time.perf_counter(), os.getloadavg()[0]
     cache = Path(args.cache_dir)
@@ -149,23 +148,11 @@ def main() -> None:
         fillers.append(FillerSpec(label, method, params))
     rows = score_cases(cases, fillers, n_threads=args.threads, log=print,
                        cache=cache / "scorecard_rows.jsonl")  # fmt: skip
-    summary = summarise(rows)
-    band = {
-        f.label: {
-            k: float(np.mean([r[k] for r in rows if r["filler"] == f.label and k in r]))
-            for k in ("band_psnr_01", "band_ssim3d")
-            if any(k in r for r in rows if r["filler"] == f.label)
-        }
-        for f in fillers
-    }
+    means = filler_means(rows, [f.label for f in fillers])
     head = ["filler", *(c[1] for c in COLUMNS), "peak MB", "training steps", "training h"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in fillers:
-        entry = {**summary.get(f.label, {}), **band.get(f.label, {})}
-        cells = [f"`{f.label}`"]
-        for key, _, fmt in COLUMNS:
-            v = entry.get(key)
-            cells.append("—" if v is None else fmt.format(v))
+        cells = [f"`{f.label}`", *metric_cells(means[f.label], COLUMNS)]
         model = models.get(f.label)
         peak = "—"
         if not args.no_memory:

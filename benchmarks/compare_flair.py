@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import write_section
+from _results import filler_means, metric_cells, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -77,7 +77,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from bidsfill.train.scorecard import FillerSpec, score_cases, summarise
+    from bidsfill.train.scorecard import FillerSpec, score_cases
 
     start, load = time.perf_counter(), os.getloadavg()[0]
     cache = args.runs / "cache"
@@ -97,22 +97,11 @@ def main() -> None:
         fillers.append(FillerSpec(label, "pseudo3d", params, contrasts=flair))
     rows = score_cases(cases, fillers, n_threads=args.threads, log=print,
                        cache=cache / "rows.jsonl")  # fmt: skip
-    summary = summarise(rows)
-    band = {
-        f.label: {
-            k: float(np.mean([r[k] for r in rows if r["filler"] == f.label and k in r]))
-            for k in ("band_psnr_01", "band_ssim3d")
-            if any(k in r for r in rows if r["filler"] == f.label)
-        }
-        for f in fillers
-    }
+    means = filler_means(rows, [f.label for f in fillers])
     head = ["filler", *(c[1] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in fillers:
-        entry = {**summary.get(f.label, {}), **band.get(f.label, {})}
-        cells = [f"`{f.label}`"] + [
-            "—" if entry.get(k) is None else fmt.format(entry[k]) for k, _, fmt in COLUMNS
-        ]
+        cells = [f"`{f.label}`", *metric_cells(means[f.label], COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
     per_case = ["| case | mask ml | " + " | ".join(f.label for f in fillers) + " |",
                 "|---|---|" + "---|" * len(fillers)]  # fmt: skip

@@ -265,8 +265,9 @@ def test_training_masks_avoid_the_patients_own_lesions(tmp_path):
     own = lesion_mask()
     assert vol.lesion[own].all() and vol.lesion.sum() > own.sum()  # grown
     assert (vol.wm[vol.lesion] == 0).all()
-    # the phantom's white matter (its registered priors are only roughly right)
-    vol = dataclasses.replace(vol, wm=((phantom(1) > 90) & ~vol.lesion).astype(np.float32))
+    # the phantom's white matter (its registered priors are only roughly right), under the
+    # lesions too: the draw itself must keep masks off them
+    vol = dataclasses.replace(vol, wm=(phantom(1) > 90).astype(np.float32))
     prep = Preprocessing(patch_size=(16, 16, 4), extras=("flair",)).to_dict()
     ds = InpaintingDataset([vol], arch="pseudo3d", config={}, preprocessing=prep,
                            masks=MaskGenerator({"ms": 0.5, "tumour": 0.5}),

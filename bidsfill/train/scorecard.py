@@ -354,6 +354,7 @@ def make_scorecard_cases(
             index = list(csv.DictReader(fh, delimiter="\t"))
     cases = []
     for v, vol in enumerate(volumes):
+        own = getattr(vol, "lesion", None)  # a patient's own lesions: never scored
         for k, kind in enumerate(kinds):
             rng = np.random.default_rng([seed, v, k])
             if kind.startswith("real-"):
@@ -366,7 +367,6 @@ def make_scorecard_cases(
                 ]
                 if not pool:
                     raise ValueError(f"No real {want} masks for the scorecard in {real_masks}.")
-                own = getattr(vol, "lesion", None)
                 for _attempt in range(10):  # a patient: not a mask that is its own lesions
                     pick = pool[int(rng.integers(len(pool)))]
                     real = RealMask(Path(real_masks) / pick["file"])
@@ -379,8 +379,8 @@ def make_scorecard_cases(
                 mask = gen(vol.wm, vol.zooms, rng, key=vol.name, brain_mask=vol.brain)
                 name = f"{vol.name}#{kind}"
             mask &= vol.image > 0
-            if getattr(vol, "lesion", None) is not None:
-                mask &= ~vol.lesion  # a patient's own lesions are no truth to score against
+            if own is not None:
+                mask &= ~own
             if mask.sum() >= 2:
                 cases.append(ValidationCase(name, vol, mask))
     return cases
