@@ -9,13 +9,27 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 #: Registrations and scored rows, shared with benchmarks/scorecard.py.
 CACHE = ROOT / "runs" / "scorecard" / "cache"
+#: benchmarks/scorecard.py's held-out subjects and mask kinds, in its order.
+SCORECARD_SUBJECTS = ("ixi015", "fsconf01", "ds2748s61", "head01")
+SCORECARD_KINDS = ("real-ms", "real-stroke", "ms", "tumour")
 
 
 def held_out_cases(subjects: Sequence[str], kinds: Sequence[str], cache_dir: Path = CACHE) -> list:
-    """One case per (held-out scan, mask kind), placed exactly as the scorecard places them."""
+    """The scorecard's cases of ``subjects`` x ``kinds``, placed exactly as the scorecard
+    places them: a case's mask is drawn from a seed that depends on its scan's and kind's
+    positions in the scorecard's lists, so the cases are made for the whole scorecard and
+    then picked (drawing only the subset would give other masks than the scored ones)."""
     from bidsfill.bids.training import training_scans
     from bidsfill.train.scorecard import held_out_volumes, make_scorecard_cases
 
-    scans = training_scans(DATA / "healthy-t1w", sorted(subjects))
-    volumes = held_out_volumes(scans, dict.fromkeys(subjects), cache_dir)
-    return make_scorecard_cases(volumes, kinds, real_masks=DATA / "lesion-masks")
+    extra = sorted(set(subjects) - set(SCORECARD_SUBJECTS))
+    every_subject = sorted({*SCORECARD_SUBJECTS, *subjects}) if extra else sorted(SCORECARD_SUBJECTS)
+    every_kind = [*SCORECARD_KINDS, *(k for k in kinds if k not in SCORECARD_KINDS)]
+    scans = training_scans(DATA / "healthy-t1w", every_subject)
+    volumes = held_out_volumes(scans, dict.fromkeys(every_subject), cache_dir)
+    cases = make_scorecard_cases(volumes, every_kind, real_masks=DATA / "lesion-masks")
+    wanted_scans = {f"sub-{s}_T1w" for s in subjects}
+    return [
+        c for c in cases
+        if c.name.split("#")[0] in wanted_scans and c.name.split("#")[1].split(":")[0] in kinds
+    ]  # fmt: skip

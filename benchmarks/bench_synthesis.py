@@ -6,7 +6,8 @@ Reads the model card for the target, sources, training subjects and held-out sub
 fits the linear regression baseline on the same training subjects; synthesises the
 target of each held-out subject and scores both against the real image inside the
 brain (SSIM, PSNR, MSE on the [0, 1] normalised images, as in Friedrich et al. 2024
-Table 1). Writes the section "## Missing-contrast synthesis" of benchmarks/RESULTS.md.
+Table 1). Writes the section "## Missing-contrast synthesis" of benchmarks/RESULTS.md
+(FLAIR; another target gets "## Missing-contrast synthesis: <target>").
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds are upper bounds). Little data: two training subjects and a short CPU "
         "run; the paper's model saw 1251 cases and 1.2 M steps.",
     ])  # fmt: skip
-    write_section(args.results, SECTION, body)
+    section = SECTION if card.target == "FLAIR" else f"{SECTION}: {card.target}"
+    write_section(args.results, section, body)
     if args.write_card:
         import json
 

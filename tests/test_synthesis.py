@@ -127,3 +127,21 @@ def test_tiny_cwdm_trains_exports_reloads_and_synthesises(tmp_path):
     path.write_bytes(st[:-1] + bytes([st[-1] ^ 1]))
     with pytest.raises(ValueError, match="sha256"):
         load_synthesis_model(path)
+
+
+def test_short_run_ema_moves_off_the_random_initialisation():
+    """With a long decay (0.999) and a few dozen steps, the exported EMA must follow the
+    trained weights (the ramp), not stay at the random start: 0.999 ** 40 = 0.96."""
+    torch.manual_seed(0)
+    subjects = [_phantom(1)]
+    card = SynthesisCard.new("FLAIR", ["T1w", "T2w"], channels=(8, 16), norm_num_groups=4,
+                             target_range=IntensityRange(0.0, 500.0), steps=3,
+                             crop=(16, 16, 16), overlap=8)  # fmt: skip
+    torch.manual_seed(0)
+    init = [p.detach().clone() for p in card.build().parameters()]
+    torch.manual_seed(0)
+    result = train_synthesis(subjects, card, steps=40, patch=(16, 16, 16), lr=2e-3,
+                             ema_decay=0.999, checkpoint_every=0)  # fmt: skip
+    moved = sum(float((p.detach() - q).abs().sum()) for p, q in zip(result.model.parameters(), init, strict=True))
+    total = sum(float(q.abs().sum()) for q in init)
+    assert moved > 0.05 * total, (moved, total)

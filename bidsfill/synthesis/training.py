@@ -113,6 +113,7 @@ def train_synthesis(
 
     The loss is the paper's: MSE between predicted and true sub-bands of the target,
     x_t being the noised target sub-bands and the sources' sub-bands the condition.
+    The EMA decay ramps up as ``(1 + s) / (10 + s)`` until it reaches ``ema_decay``.
     """
     if not subjects:
         raise ValueError("train_synthesis needs at least one subject.")
@@ -164,9 +165,12 @@ def train_synthesis(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        # the inpainting loop's ramp: without it a short run's EMA stays mostly at the
+        # random initialisation (0.999 ** 300 = 0.74)
+        decay = min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=False):
-                pe.mul_(ema_decay).add_(pm.detach(), alpha=1 - ema_decay)
+                pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
         step += 1
         losses.append(loss.item())
         if log_every and step % log_every == 0:
