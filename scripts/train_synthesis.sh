@@ -22,3 +22,17 @@ DATA=${DATA:-$(cd .. && pwd)/shared/data}
     --channels ${CHANNELS:-8 16 32} --patch 64 64 64 --batch-size 1 --lr 3e-4 \
     --steps 100000 --max-minutes "${MINUTES:-15}" --threads "$THREADS" --seed 1 \
     --device "${DEVICE:-auto}" --export "bidsfill/data/models/$NAME.safetensors"
+# the card's data note (the sha256 covers the weights only, so the card may be amended)
+.venv/bin/python - "bidsfill/data/models/$NAME.json" <<'PY'
+import json, sys
+card = json.load(open(sys.argv[1]))
+card["training"]["data_note"] = (
+    "Trained only on sub-ms07 and sub-ms19 of the open_ms_data MNI set (CC-BY; cite Lesjak "
+    "et al., Neuroinformatics 2017, doi:10.1007/s12021-017-9348-7): skull-stripped, "
+    "bias-corrected, 1 mm MNI. sub-ms26 and sub-tcgadu7294 (TCGA-LGG, licence unclear) "
+    "were used for scoring only, never for training; no BRATS 2013 (CC BY-NC-SA) case was "
+    "used. Sources must be co-registered on one grid and skull-stripped like the training data."
+)
+json.dump(card, open(sys.argv[1], "w"), indent=2)
+open(sys.argv[1], "a").write("\n")
+PY

@@ -23,19 +23,22 @@ def tiny_model(tmp_path_factory) -> Path:
     return cwdm_flair_model(tmp_path_factory.mktemp("m"))
 
 
-def _dataset(root: Path) -> Path:
+def _dataset(root: Path, missing: str = "FLAIR") -> Path:
+    """Two subjects with T1w, T2w and FLAIR, except that sub-01 lacks ``missing``."""
     write_description(root)
     (root / "participants.tsv").write_text("participant_id\nsub-01\nsub-02\n")
-    for sub, flair in (("01", False), ("02", True)):
+    for sub in ("01", "02"):
         anat = root / f"sub-{sub}" / "anat"
         t1 = make_lesioned(int(sub))
-        save(t1, anat / f"sub-{sub}_T1w.nii.gz")
+        images = {
+            "T1w": (t1, np.int16),
+            "T2w": (np.where(t1 > 0, 250.0 - t1, 0).astype(np.float32), np.float32),
+            "FLAIR": (np.where(phantom(2) > 0, 200.0 - phantom(2), 0).astype(np.float32), np.float32),
+        }
+        for contrast, (data, dtype) in images.items():
+            if not (sub == "01" and contrast == missing):
+                save(data, anat / f"sub-{sub}_{contrast}.nii.gz", dtype)
         save(lesion_mask(), anat / f"sub-{sub}_label-lesion_roi.nii.gz", np.uint8)
-        save(np.where(t1 > 0, 250.0 - t1, 0).astype(np.float32), anat / f"sub-{sub}_T2w.nii.gz",
-             np.float32)  # fmt: skip
-        if flair:
-            save(np.where(phantom(2) > 0, 200.0 - phantom(2), 0).astype(np.float32),
-                 anat / f"sub-{sub}_FLAIR.nii.gz", np.float32)  # fmt: skip
     (root / ".bidsignore").write_text("*_roi.nii.gz\n")
     return root
 
@@ -123,11 +126,13 @@ def test_report_shows_the_synthetic_beside_its_sources(tmp_path, tiny_model):
     assert section in (out / "sub-01.html").read_text()
 
 
-@pytest.mark.parametrize("target", ["T2w", "T1w"])
-def test_a_target_without_a_model_is_refused_in_one_sentence(tmp_path, capsys, target):
-    if installed_synthesis_model(target) is not None:
-        pytest.skip(f"a {target} synthesis model is installed")
-    bids = _dataset(tmp_path / "bids")
+@pytest.mark.parametrize("target", ["FLAIR", "T2w", "T1w"])
+def test_a_target_without_a_model_is_refused_in_one_sentence(tmp_path, capsys, monkeypatch, target):
+    # every target has a shipped model now: take the lookup's answer of an install without it
+    import bidsfill.synthesis.model
+
+    monkeypatch.setattr(bidsfill.synthesis.model, "installed_synthesis_model", lambda _t: None)
+    bids = _dataset(tmp_path / "bids", missing=target)
     assert _bidsfill(tmp_path, bids, tmp_path / "out", "--synthesize", target) == 64
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"No synthesis model for {target} is installed" in err and err.count(". ") == 0
@@ -143,15 +148,17 @@ def test_a_model_for_another_target_is_refused(tmp_path, capsys, tiny_model):
 
 
 @pytest.mark.slow
-def test_the_installed_flair_model_is_the_default(tmp_path):
-    path = installed_synthesis_model("FLAIR")
-    if path is None:
-        pytest.skip("no FLAIR synthesis model is installed")
-    bids, out = _dataset(tmp_path / "bids"), tmp_path / "out"
-    assert _bidsfill(tmp_path, bids, out, "--synthesize", "FLAIR") == 0
-    meta = json.loads((out / "sub-01" / "anat" / "sub-01_desc-synthetic_FLAIR.json").read_text())
-    assert meta["SynthesisModel"] == {**meta["SynthesisModel"], "Name": "cwdm-flair",
+@pytest.mark.parametrize("target", ["FLAIR", "T2w", "T1w"])
+def test_the_installed_model_is_the_default(tmp_path, target):
+    path = installed_synthesis_model(target)
+    assert path is not None, f"the shipped cwdm-{target.lower()} model is missing"
+    bids, out = _dataset(tmp_path / "bids", missing=target), tmp_path / "out"
+    assert _bidsfill(tmp_path, bids, out, "--synthesize", target) == 0
+    anat = out / "sub-01" / "anat"
+    meta = json.loads((anat / f"sub-01_desc-synthetic_{target}.json").read_text())
+    assert meta["SynthesisModel"] == {**meta["SynthesisModel"], "Name": f"cwdm-{target.lower()}",
                                       "Sha256": file_sha256(path)}  # fmt: skip
+    assert not list((out / "sub-02").rglob("*desc-synthetic*"))  # it has the contrast
 
 
 def test_bidsfill_train_task_synthesize(tmp_path):
