@@ -59,42 +59,61 @@ COLUMNS = [
     ("seconds", "fill s", "{:.1f}"),
 ]
 
+# ru_maxrss would report the template load's peak (nilearn reads it as float64), which is
+# larger than most fills: RSS is sampled from /proc while the fill runs instead.
 _PEAK = """
-import resource, sys, numpy as np, torch
+import gc, os, sys, threading, time, numpy as np, torch
 torch.set_num_threads({threads})
 from nilearn.datasets import load_mni152_template
 from bidsfill.fill import fill_image
 from bidsfill.lesions import sample_lesion_mask
 img = load_mni152_template(resolution=1)
 data = np.asarray(img.get_fdata(), np.float32)
+img.uncache()
 rng = np.random.default_rng(0)
 sites = data > np.percentile(data[data > 0], 60)
 mask = sample_lesion_mask(sites, (1.0, 1.0, 1.0), rng, kind="tumour", volume_ml=(30.0, 30.0))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+gc.collect()
+page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page_mb
+base, peak, running = rss_mb(), [0.0], [True]
+def watch():
+    while running[0]:
+        peak[0] = max(peak[0], rss_mb())
+        time.sleep(0.005)
+watcher = threading.Thread(target=watch, daemon=True)
+watcher.start()
 fill_image(data, mask, method=sys.argv[1], zooms=(1.0, 1.0, 1.0), seed=0, affine=img.affine,
            **({{"model": sys.argv[2], "device": "cpu"}} if sys.argv[2] else {{}}))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base / 1024, int(mask.sum()))
+running[0] = False
+watcher.join()
+print(max(peak[0], rss_mb()), base, int(mask.sum()))
 """
 
 
-def _models(methods: list[str]) -> dict[str, Path]:
+def _models(methods: list[str], family: bool = True) -> dict[str, Path]:
     """Label -> weights: each shipped ``<method>.safetensors`` (``pseudo3d``: the default,
     labelled as the scorecard labels it so its cached rows are reused) and the
     equal-budget pseudo3d models without and with the contralateral (mirror) channel."""
     out = {
         m: MODELS / f"{m}.safetensors" for m in methods if (MODELS / f"{m}.safetensors").exists()
     }
-    family = ROOT / "runs" / "family"
+    if not family:
+        return out
+    family_dir = ROOT / "runs" / "family"
     for label, name in (("pseudo3d (equal budget)", "pseudo3d"),
                         ("pseudo3d + mirror (equal budget)", "pseudo3d-mirror")):  # fmt: skip
-        path = family / name / f"{name}.safetensors"
+        path = family_dir / name / f"{name}.safetensors"
         if path.exists():
             out[label] = path
     return out
 
 
 def _peak_mb(method: str, model: Path | None, threads: int) -> tuple[float, float]:
-    """Peak RSS (MB) of a fresh process filling a 1 mm head with a 30 ml tumour mask."""
+    """Peak RSS (MB) while a fresh process fills a 1 mm head with a 30 ml tumour mask, and
+    its RSS just before the fill (data loaded, libraries imported)."""
     res = subprocess.run(
         [sys.executable, "-c", _PEAK.format(threads=threads), method, str(model or "")],
         capture_output=True, text=True, check=True, cwd=ROOT,
@@ -125,6 +144,8 @@ def main() -> None:
     p.add_argument("--kinds", nargs="+", default=["real-stroke", "tumour"])
     p.add_argument("--held-out", nargs="+", default=HELD_OUT)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-family", action="store_true",
+                   help="leave out the equal-budget pseudo3d models without/with the mirror")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--cache-dir", default=str(CACHE))
     args = p.parse_args()
@@ -138,7 +159,7 @@ def main() -> None:
     start, load = time.perf_counter(), os.getloadavg()[0]
     cache = Path(args.cache_dir)
     cases = held_out_cases(args.held_out, args.kinds, cache)
-    models = _models(args.methods)
+    models = _models(args.methods, family=not args.no_family)
     fillers = [FillerSpec(m, m) for m in classical_methods() if m != "fsl"]
     for label, path in models.items():
         sha = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -156,7 +177,8 @@ def main() -> None:
         model = models.get(f.label)
         peak = "—"
         if not args.no_memory:
-            peak = f"{_peak_mb(f.method, model, args.threads)[0]:.0f}"
+            peak_mb, base_mb = _peak_mb(f.method, model, args.threads)
+            peak = f"{peak_mb:.0f} (+{peak_mb - base_mb:.0f})"
         steps, hours = _training(model.with_suffix(".json")) if model else ("—", "—")
         cells += [peak, steps, hours]
         lines.append("| " + " | ".join(cells) + " |")
@@ -172,8 +194,9 @@ def main() -> None:
             + f" with one mask per kind ({', '.join(args.kinds)}), as the default model's "
             "scorecard places them. Metrics in the mask (edge: a 2-voxel band on both "
             "sides of its edge); Dice of Atropos segmentations of the fill and the truth "
-            "inside the mask; fill seconds on 1 thread; peak MB: a fresh process filling "
-            "the 1 mm MNI152 head with a 30 ml tumour mask. Training steps and wall hours "
+            "inside the mask; fill seconds on 1 thread; peak MB: resident memory sampled "
+            "while a fresh process fills the 1 mm MNI152 head with a 30 ml tumour mask (in "
+            "brackets: its growth over the process before the fill, libraries and data loaded). Training steps and wall hours "
             "from each card, every stage included (1 torch thread and 1-2 data workers on a "
             "shared 2-core CPU, so at most twice as many CPU-hours); `pseudo3d` is the "
             "shipped default, `pseudo3d (equal budget)` the same recipe from scratch with "
