@@ -81,12 +81,18 @@ def main() -> None:
     head = ["filler", *(c[1] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in fillers:
-        lines.append("| " + " | ".join([f"`{f.label}`", *metric_cells(means[f.label], COLUMNS)]) + " |")
+        lines.append(
+            "| " + " | ".join([f"`{f.label}`", *metric_cells(means[f.label], COLUMNS)]) + " |"
+        )
     by_scan = per_volume(rows)
     per_scan = ["| scan | " + " | ".join(f.label for f in fillers) + " |",
                 "|---|" + "---|" * len(fillers)]  # fmt: skip
     for scan, got in by_scan.items():
-        per_scan.append(f"| {scan} | " + " | ".join(f"{got.get(f.label, float('nan')):.2f}" for f in fillers) + " |")
+        per_scan.append(
+            f"| {scan} | "
+            + " | ".join(f"{got.get(f.label, float('nan')):.2f}" for f in fillers)
+            + " |"
+        )
     body = "\n".join(
         [
             f"Model `{args.model.name}` (sha256 `{sha[:12]}…`), its card's sampling with "
