@@ -146,6 +146,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-family", action="store_true",
                    help="leave out the equal-budget pseudo3d models without/with the mirror")
+    p.add_argument("--section", default=SECTION, help="the RESULTS.md section to write")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--cache-dir", default=str(CACHE))
     args = p.parse_args()
@@ -212,7 +213,7 @@ def main() -> None:
         ]
     )
     print(body)
-    write_section(HERE / "RESULTS.md", SECTION, body)
+    write_section(HERE / "RESULTS.md", args.section, body)
 
 
 if __name__ == "__main__":
