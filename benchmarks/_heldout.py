@@ -22,10 +22,7 @@ def held_out_cases(subjects: Sequence[str], kinds: Sequence[str], cache_dir: Pat
     from bidsfill.bids.training import training_scans
     from bidsfill.train.scorecard import held_out_volumes, make_scorecard_cases
 
-    extra = sorted(set(subjects) - set(SCORECARD_SUBJECTS))
-    every_subject = (
-        sorted({*SCORECARD_SUBJECTS, *subjects}) if extra else sorted(SCORECARD_SUBJECTS)
-    )
+    every_subject = sorted({*SCORECARD_SUBJECTS, *subjects})
     every_kind = [*SCORECARD_KINDS, *(k for k in kinds if k not in SCORECARD_KINDS)]
     scans = training_scans(DATA / "healthy-t1w", every_subject)
     volumes = held_out_volumes(scans, dict.fromkeys(every_subject), cache_dir)

@@ -40,3 +40,18 @@ def filler_means(rows: list[dict], labels: list[str]) -> dict[str, dict]:
 def metric_cells(entry: dict, columns: list[tuple[str, str, str]]) -> list[str]:
     """One table row's cells for ``columns`` (key, header, format); "—" where missing."""
     return ["—" if entry.get(k) is None else fmt.format(entry[k]) for k, _, fmt in columns]
+
+
+def run_line(script: str, threads: int, load: float, start: float) -> str:
+    """The footer of a benchmark's section: its command line, date, machine, threads, the
+    load average when it started and its wall seconds (``start``: ``perf_counter``)."""
+    import os
+    import platform
+    import sys
+    import time
+
+    return (
+        f"`python benchmarks/{script} {' '.join(sys.argv[1:])}` ({time.strftime('%Y-%m-%d')}). "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, {threads} thread(s), load "
+        f"average {load:.1f} at the start; {time.perf_counter() - start:.0f} s"
+    )

@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-from _results import filler_means, metric_cells, write_section
+from _results import filler_means, metric_cells, run_line, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -106,10 +104,7 @@ def main() -> None:
             "",
             *per_scan,
             "",
-            f"`python benchmarks/bench_flip.py {' '.join(sys.argv[1:])}` "
-            f"({time.strftime('%Y-%m-%d')}). Machine: {platform.machine()}, {os.cpu_count()} "
-            f"cores, {args.threads} thread(s), load average {load:.1f} at the start; "
-            f"{time.perf_counter() - start:.0f} s.",
+            run_line("bench_flip.py", args.threads, load, start) + ".",
         ]
     )
     print(body)

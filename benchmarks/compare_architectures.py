@@ -20,14 +20,13 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from _heldout import CACHE, held_out_cases
-from _results import filler_means, metric_cells, write_section
+from _results import filler_means, metric_cells, run_line, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -206,10 +205,7 @@ def main() -> None:
             "",
             *lines,
             "",
-            f"`python benchmarks/compare_architectures.py {' '.join(sys.argv[1:])}` "
-            f"({time.strftime('%Y-%m-%d')}). Machine: {platform.machine()}, {os.cpu_count()} "
-            f"cores, {args.threads} thread(s), load average {load:.1f} at the start; "
-            f"{time.perf_counter() - start:.0f} s (cached rows reused).",
+            run_line("compare_architectures.py", args.threads, load, start) + " (cached rows reused).",
         ]
     )
     print(body)

@@ -21,13 +21,12 @@ import argparse
 import dataclasses
 import hashlib
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _results import filler_means, metric_cells, write_section
+from _results import filler_means, metric_cells, run_line, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -126,10 +125,7 @@ def main() -> None:
             "",
             *per_case,
             "",
-            f"`python benchmarks/compare_flair.py {' '.join(sys.argv[1:])}` "
-            f"({time.strftime('%Y-%m-%d')}). Machine: {platform.machine()}, {os.cpu_count()} "
-            f"cores, {args.threads} thread(s), load average {load:.1f} at the start; "
-            f"{time.perf_counter() - start:.0f} s.",
+            run_line("compare_flair.py", args.threads, load, start) + ".",
         ]
     )
     print(body)
