@@ -408,3 +408,34 @@ def test_unconditional_training_from_the_cli_makes_a_repaint_model(tmp_path, cap
     assert np.array_equal(filled[~mask], vol[~mask]) and np.isfinite(filled).all()
     with pytest.raises(FillError, match="use --method repaint"):
         fill_image(vol, mask, method="pseudo3d", **kw)
+
+
+def test_scorecard_segments_each_healthy_scan_once_and_keeps_it(tmp_path, monkeypatch):
+    """The truth's tissue labels depend on the scan, not the mask: one Atropos run per
+    scan, and a rerun with the row cache reads them back instead of segmenting again."""
+    import bidsfill.train.scorecard as sc
+    from bidsfill.train.validation import ValidationCase
+
+    calls = []
+    real_segment = sc._segment
+
+    def counted(image, case, seed, n_threads):
+        calls.append(float(np.asarray(image, np.float64).sum()))
+        return real_segment(image, case, seed, n_threads)
+
+    monkeypatch.setattr(sc, "_segment", counted)
+    vol = _volume(2)
+    cases = []
+    for i, lo in enumerate(((8, 14, 13), (18, 8, 12))):
+        m = np.zeros(vol.image.shape, bool)
+        m[lo[0] : lo[0] + 5, lo[1] : lo[1] + 5, lo[2] : lo[2] + 4] = True
+        cases.append(ValidationCase(f"synthetic#{i}", vol, m))
+    cache = tmp_path / "rows.jsonl"
+    first = sc.score_cases(cases, [sc.FillerSpec("nawm", "nawm")], cache=cache)
+    truth_sum = float(np.asarray(vol.image, np.float64).sum())
+    assert calls.count(truth_sum) == 1 and len(calls) == 3  # truth once, each fill once
+    calls.clear()
+    second = sc.score_cases(cases, [sc.FillerSpec("ring", "ring")], cache=cache)
+    assert truth_sum not in calls and len(calls) == 2  # the truth's labels came from disk
+    for row in (*first, *second):
+        assert 0 <= row["dice_WM"] <= 1 or np.isnan(row["dice_WM"])

@@ -1,0 +1,140 @@
+"""How much of the default's correction to keep, decided on scans that are neither in its
+training set nor in its scorecard.
+
+    python benchmarks/bench_correction_gate.py [--subjects ms07 ms19 ms26 tcgadu7294]
+
+The default is residual: its fill is the ``nonlocal`` prefill plus a learned correction.
+Two ways of trusting that correction less are measured here, on the multi-contrast
+patients' T1w scans (``shared/data/multicontrast``) with one mask per kind in their
+healthy tissue (their own lesions cut out, as in bench_flip.py):
+
+- a size gate: lesion components smaller than N voxels keep the prefill (an earlier
+  per-component look found the model's correction hurt the smallest ones);
+- a shrinkage: prefill + alpha x correction.
+
+Each case is filled once by the prefill and once by the default (its card's sampling);
+every gate and alpha is then scored from those two fills, so the table costs two fills
+per case. Metrics in the mask; no tissue segmentation. Recorded in "## Correction gate on
+unseen patients" of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from _results import metric_cells, run_line, write_section
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = ROOT.parent / "shared" / "data"
+MODEL = ROOT / "bidsfill" / "data" / "models" / "pseudo3d.safetensors"
+SECTION = "Correction gate on unseen patients"
+COLUMNS = [
+    ("brats_psnr_01", "PSNR01", "{:.3f}"),
+    ("brats_ssim", "SSIM", "{:.4f}"),
+    ("ssim3d", "3D SSIM", "{:.4f}"),
+    ("band_psnr_01", "edge PSNR01", "{:.2f}"),
+]
+GATES = (0, 10, 30, 100, 300)
+ALPHAS = (0.0, 0.6, 0.8, 0.9, 1.0, 1.1)  # 0: the prefill alone
+
+
+def _fills(case, model: Path, cache: Path, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """The case's prefill and default fill, cached by mask and model."""
+    import torch
+
+    from bidsfill.diffusion.inference import inpaint_volume
+    from bidsfill.diffusion.weights import load_weights
+    from bidsfill.fill.prefill import classical_prefill
+
+    digest = hashlib.sha256(np.packbits(case.mask).tobytes())
+    digest.update(hashlib.sha256(model.read_bytes()).digest())
+    path = cache / f"{case.name.replace('#', '_').replace(':', '_')}-{digest.hexdigest()[:12]}.npz"
+    if path.exists():
+        got = np.load(path)
+        return got["prefill"], got["model"]
+    image, zooms = case.volume.image.astype(np.float32), case.volume.zooms
+    prefill = classical_prefill(image, case.mask, zooms)
+    net, card = load_weights(model, device="cpu")
+    torch.set_num_threads(threads)
+    out = inpaint_volume(image, case.mask, net, card, zooms=zooms, seed=0,
+                         extra_images={"prefill": prefill})  # fmt: skip
+    np.savez_compressed(path, prefill=prefill[case.mask], model=out.mean[case.mask])
+    return prefill[case.mask], out.mean[case.mask]
+
+
+def gated(case, prefill: np.ndarray, model: np.ndarray, gate: int, alpha: float) -> np.ndarray:
+    """The case's image with the mask filled by prefill + alpha x correction, where the
+    correction is dropped in components smaller than ``gate`` voxels."""
+    from bidsfill.diffusion.crops import lesion_components
+
+    labels = lesion_components(case.mask)[case.mask]
+    sizes = np.bincount(labels)
+    keep = sizes[labels] >= gate
+    values = prefill + np.where(keep, alpha * (model - prefill), 0.0)
+    out = case.volume.image.astype(np.float32).copy()
+    out[case.mask] = values
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--subjects", nargs="+", default=["ms07", "ms19", "ms26", "tcgadu7294"])
+    p.add_argument("--kinds", nargs="+", default=["real-ms", "real-stroke", "ms", "tumour"])
+    p.add_argument("--model", type=Path, default=MODEL)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "flair" / "cache",
+                   help="registrations (shared with compare_flair.py and bench_flip.py)")  # fmt: skip
+    p.add_argument("--no-record", action="store_true", help="print only")
+    args = p.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    from bidsfill.bids.training import training_scans
+    from bidsfill.evaluate.metrics import image_metrics
+    from bidsfill.train.scorecard import held_out_volumes, make_scorecard_cases
+
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    fills = args.cache_dir / "gate"
+    fills.mkdir(parents=True, exist_ok=True)
+    scans = training_scans(DATA / "multicontrast", sorted(args.subjects))
+    volumes = held_out_volumes(scans, dict.fromkeys(args.subjects), args.cache_dir)
+    cases = make_scorecard_cases(volumes, args.kinds, real_masks=DATA / "lesion-masks")
+    sha = hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]
+    scores: dict[tuple[int, float], list[dict[str, float]]] = {}
+    for case in cases:
+        prefill, model = _fills(case, args.model, fills, args.threads)
+        truth = case.volume.image
+        for gate in GATES:
+            for alpha in ALPHAS if gate == 0 else ALPHAS[1:]:
+                m = image_metrics(truth, gated(case, prefill, model, gate, alpha), case.mask)
+                scores.setdefault((gate, alpha), []).append(m)
+        base = scores[(0, 1.0)][-1]["brats_psnr_01"]
+        print(f"{case.name}: {case.mask.sum()} voxels, default {base:.2f}, prefill "
+              f"{scores[(0, 0.0)][-1]['brats_psnr_01']:.2f}")
+    head = ["gate (voxels)", "alpha", *(c[1] for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (gate, alpha), rows in scores.items():
+        means = {k: float(np.mean([r[k] for r in rows])) for k, *_ in COLUMNS}
+        lines.append(f"| {gate} | {alpha:g} | " + " | ".join(metric_cells(means, COLUMNS)) + " |")
+    body = "\n".join(
+        [
+            f"Model `{args.model.name}` (sha256 `{sha}…`), its card's sampling. {len(cases)} "
+            f"cases on patients it never saw ({', '.join(args.subjects)}; kinds "
+            f"{', '.join(args.kinds)}). Gate 0, alpha 1 is the default as shipped.",
+            "",
+            *lines,
+            "",
+            run_line("bench_correction_gate.py", args.threads, load, start) + ".",
+        ]
+    )
+    print(body)
+    if not args.no_record:
+        write_section(HERE / "RESULTS.md", SECTION, body)
+
+
+if __name__ == "__main__":
+    main()
