@@ -140,6 +140,9 @@ class workflow(_Section):
     """Blend the first voxel layer inside the mask toward its known neighbours."""
     flip: bool | None = None
     """Fill every other sample from the left-right mirrored crop (None: the card's default)."""
+    edge_taper_mm: float | None = None
+    """Depth (mm) over which a residual model's correction rises from the mask edge to
+    full strength (0: off; None: the card's default)."""
     jump_length: int = 5
     """RePaint: steps jumped back before resampling."""
     jump_n_sample: int = 2
@@ -193,7 +196,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "verbose_count": ("execution", "verbosity"),
     **{dest: ("workflow", dest) for dest in (
         "method", "dilate", "mask_threshold", "allow_large_masks", "sampler", "steps", "eta",
-        "n_samples", "adapt_steps", "model", "device", "feather", "flip", "jump_length",
+        "n_samples", "adapt_steps", "model", "device", "feather", "flip", "edge_taper_mm", "jump_length",
         "jump_n_sample", "skip_segmentation", "synthesize", "synthesis_model")},
     "omp_nthreads": ("nipype", "omp_nthreads"),
     "nprocs": ("nipype", "nprocs"),

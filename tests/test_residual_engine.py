@@ -180,3 +180,44 @@ def test_flip_default_comes_from_the_card():
     assert SamplingPlan().resolve(flips).flip is True
     assert SamplingPlan(flip=False).resolve(flips).flip is False
     assert flips.sampling.to_dict() == {"steps": 1, "n_samples": 2, "flip": True}
+
+
+@pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.8, 0.8, 1.2)])
+def test_edge_taper_scales_the_correction_by_depth(zooms):
+    """The tapered fill is the prefill plus depth/width of the untapered correction: the
+    edge layer keeps little of it, voxels deeper than the width all of it, and nothing
+    outside the mask moves."""
+    net, card = _model(zero=False)
+    img, mask = _case()
+    kw = {"steps": 1, "zooms": zooms, "seed": 1, "prefill": classical_prefill}
+    full = inpaint_volume(img, mask, net, card, edge_taper_mm=0, **kw).mean
+    width = 1.5 * max(zooms)
+    tapered = inpaint_volume(img, mask, net, card, edge_taper_mm=width, **kw).mean
+    prefill = classical_prefill(img, mask, zooms)
+    assert np.array_equal(tapered[~mask], img[~mask])
+    depth = ndimage.distance_transform_edt(mask, sampling=zooms)
+    weight = np.clip(depth / width, 0, 1)
+    expected = prefill + weight * (full - prefill)
+    assert np.allclose(tapered[mask], expected[mask], atol=1e-5)
+    edge = mask & ~ndimage.binary_erosion(mask)
+    assert (weight[edge] < 1).all() and (weight[mask & (depth >= width)] == 1).all()
+    assert not np.allclose(tapered[edge], full[edge])
+
+
+def test_edge_taper_default_comes_from_the_card_and_needs_a_residual_model():
+    from bidsfill.diffusion.card import ModelCard
+    from bidsfill.diffusion.sampling import SamplingPlan
+
+    _, card = _model(zero=True)
+    tapers = ModelCard.coerce({**card, "sampling": {"steps": 1, "edge_taper_mm": 3}})
+    assert SamplingPlan().resolve(ModelCard.coerce(card)).edge_taper_mm == 0
+    assert SamplingPlan().resolve(tapers).edge_taper_mm == 3.0
+    assert SamplingPlan(edge_taper_mm=0).resolve(tapers).edge_taper_mm == 0
+    assert tapers.sampling.to_dict() == {"steps": 1, "edge_taper_mm": 3.0}
+    plain = default_preprocessing("pseudo3d", (), residual=False)
+    image_model = ModelCard.coerce({**card, "preprocessing": plain,
+                                    "config": {**CONFIG, "in_channels": 3}})  # fmt: skip
+    with pytest.raises(ValueError, match="corrects a classical prefill"):
+        SamplingPlan(edge_taper_mm=2).resolve(image_model)
+    with pytest.raises(ValueError, match="at least 0"):
+        SamplingPlan(edge_taper_mm=-1)

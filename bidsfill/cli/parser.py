@@ -68,6 +68,16 @@ def _nonneg_int(value: str, parser: argparse.ArgumentParser) -> int:
     return number
 
 
+def _nonneg_float(value: str, parser: argparse.ArgumentParser) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise parser.error(f"{value!r} is not a number.") from None
+    if not 0 <= number < float("inf"):
+        raise parser.error(f"{value!r} must be a finite number, at least 0.")
+    return number
+
+
 def _dilation(value: str, parser: argparse.ArgumentParser) -> int:
     number = _nonneg_int(value, parser)
     if number > MAX_DILATE:
@@ -153,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     exists = partial(_path_exists, parser=parser)
     positive = partial(_positive_int, parser=parser)
     nonneg = partial(_nonneg_int, parser=parser)
+    nonneg_float = partial(_nonneg_float, parser=parser)
 
     parser.add_argument("bids_dir", type=exists, help="the input BIDS dataset (read only)")
     parser.add_argument("output_dir", type=Path, help="where the derivatives dataset is written")
@@ -231,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     g_fill.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help="fill every other sample of the mean from the left-right mirrored "
                              "crop and mirror it back (default: the model card's)")  # fmt: skip
+    g_fill.add_argument("--edge-taper", dest="edge_taper_mm", type=nonneg_float, default=None,
+                        metavar="MM",
+                        help="a residual model's correction rises linearly from the mask edge "
+                             "to full strength at this depth; 0 turns it off (default: the "
+                             "model card's)")  # fmt: skip
     g_fill.add_argument("--jump-length", type=positive, default=5, metavar="J",
                         help="RePaint: steps jumped back before resampling")  # fmt: skip
     g_fill.add_argument("--jump-n-sample", type=positive, default=2, metavar="R",

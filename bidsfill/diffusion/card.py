@@ -200,13 +200,16 @@ class SamplingDefaults:
     steps: int | None = None
     n_samples: int | None = None
     flip: bool | None = None
+    edge_taper_mm: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SamplingDefaults:
         data = dict(data or {})
         flip = data.pop("flip", None)
+        taper = data.pop("edge_taper_mm", None)
         ints = {k: int(v) for k, v in data.items() if v is not None}
-        return cls(**ints, flip=None if flip is None else bool(flip))
+        return cls(**ints, flip=None if flip is None else bool(flip),
+                   edge_taper_mm=None if taper is None else float(taper))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -214,6 +217,8 @@ class SamplingDefaults:
         }
         if self.flip is not None:
             out["flip"] = bool(self.flip)
+        if self.edge_taper_mm is not None:
+            out["edge_taper_mm"] = float(self.edge_taper_mm)
         return out
 
 

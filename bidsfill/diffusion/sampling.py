@@ -42,6 +42,10 @@ class SamplingPlan:
             mirror it back (test-time augmentation: the models are trained with these
             flips, so the two views err differently and their mean errs less, at no extra
             cost); None: the card's default, else off.
+        edge_taper_mm: a residual model's correction rises linearly from the mask edge to
+            full strength at this depth (mm), so the voxels next to known tissue stay
+            close to the classical prefill, which is good there; 0: off; None: the
+            card's default, else off.
     """
 
     sampler: str = "ddim"
@@ -54,6 +58,7 @@ class SamplingPlan:
     feather: bool = False
     adapt_steps: int = 0
     flip: bool | None = None
+    edge_taper_mm: float | None = None
 
     def __post_init__(self) -> None:
         sampler = (self.sampler or "ddim").lower()
@@ -63,6 +68,8 @@ class SamplingPlan:
             raise ValueError(f"--n-samples must be at least 1, got {self.n_samples}.")
         if int(self.adapt_steps or 0) < 0:
             raise ValueError(f"--adapt-steps must be at least 0, got {self.adapt_steps}.")
+        if self.edge_taper_mm is not None and float(self.edge_taper_mm) < 0:
+            raise ValueError(f"--edge-taper must be at least 0 mm, got {self.edge_taper_mm}.")
         set_ = object.__setattr__
         set_(self, "sampler", sampler)
         set_(self, "steps", int(self.steps) if self.steps else None)
@@ -72,6 +79,8 @@ class SamplingPlan:
         set_(self, "adapt_steps", int(self.adapt_steps or 0))
         set_(self, "feather", bool(self.feather))
         set_(self, "flip", None if self.flip is None else bool(self.flip))
+        taper = self.edge_taper_mm
+        set_(self, "edge_taper_mm", None if taper is None else float(taper))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SamplingPlan:
@@ -87,23 +96,33 @@ class SamplingPlan:
         """The plan with the model's decisions filled in.
 
         DDPM runs all T training steps with eta 1. DDIM takes the user's steps, else the
-        card's default (capped at T), else :data:`DEFAULT_STEPS`; samples and flips
-        likewise default to the card's, else 1 and off.
+        card's default (capped at T), else :data:`DEFAULT_STEPS`; samples, flips and the
+        edge taper likewise default to the card's, else 1, off and off.
 
         Raises:
-            ValueError: DDIM steps outside 1..T.
+            ValueError: DDIM steps outside 1..T; an edge taper for a model that does not
+                correct a prefill (there is no correction to taper).
         """
         T = card.num_train_timesteps
         n = self.n_samples or card.sampling.n_samples or 1
         flip = bool(card.sampling.flip) if self.flip is None else self.flip
+        taper = self.edge_taper_mm
+        if taper is None:
+            taper = float(card.sampling.edge_taper_mm or 0.0)
+        if taper and card.preprocessing.residual_scale is None:
+            raise ValueError(
+                f"--edge-taper needs a model that corrects a classical prefill; {card.name} "
+                "fills the mask itself."
+            )
+        keep = {"n_samples": n, "flip": flip, "edge_taper_mm": taper}
         if self.sampler == "ddpm":
-            return dataclasses.replace(self, steps=T, eta=1.0, n_samples=n, flip=flip)
+            return dataclasses.replace(self, steps=T, eta=1.0, **keep)
         k = self.steps or min(card.sampling.steps or DEFAULT_STEPS, T)
         if not 1 <= k <= T:
             raise ValueError(
                 f"--steps must be between 1 and the model's {T} training steps, got {k}."
             )
-        return dataclasses.replace(self, steps=k, n_samples=n, flip=flip)
+        return dataclasses.replace(self, steps=k, **keep)
 
     @property
     def wants_gpu(self) -> bool:

@@ -68,6 +68,8 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
             ("Sampler / steps", f"{meta.get('Sampler')} / {meta.get('Steps')}"),
             ("Samples averaged", meta.get("NSamples", 1)),
         ]
+        if meta.get("EdgeTaperMM"):
+            rows.append(("Correction taper at the mask edge (mm)", meta["EdgeTaperMM"]))
     if "ConditioningImages" in meta:  # a diffusion model: which contrasts it was given
         rows.append(
             ("Conditioning images", ", ".join(meta["ConditioningImages"]) or "none (T1w only)")

@@ -22,7 +22,7 @@ def export_checkpoint(
     use_ema: bool = True,
     metrics: dict[str, Any] | None = None,
     notes: dict[str, Any] | None = None,
-    sampling: dict[str, int] | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``out_path`` (.safetensors) and its .json card from a checkpoint or run folder.
 
