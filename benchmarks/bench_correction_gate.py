@@ -1,20 +1,22 @@
-"""How much of the default's correction to keep, decided on scans that are neither in its
-training set nor in its scorecard.
+"""How much of the default's correction to keep, and where, decided on scans that are
+neither in its training set nor in its scorecard.
 
     python benchmarks/bench_correction_gate.py [--subjects ms07 ms19 ms26 tcgadu7294]
 
 The default is residual: its fill is the ``nonlocal`` prefill plus a learned correction.
-Two ways of trusting that correction less are measured here, on the multi-contrast
+Three ways of trusting that correction less are measured here, on the multi-contrast
 patients' T1w scans (``shared/data/multicontrast``) with one mask per kind in their
 healthy tissue (their own lesions cut out, as in bench_flip.py):
 
 - a size gate: lesion components smaller than N voxels keep the prefill (an earlier
   per-component look found the model's correction hurt the smallest ones);
-- a shrinkage: prefill + alpha x correction.
+- a shrinkage: prefill + alpha x correction;
+- an edge taper (``--edge-taper MM``): the correction rises from the mask edge to full
+  strength at MM mm deep (``bidsfill.diffusion.inference.taper_correction``).
 
-Each case is filled once by the prefill and once by the default (its card's sampling);
-every gate and alpha is then scored from those two fills, so the table costs two fills
-per case. Metrics in the mask; no tissue segmentation. Recorded in "## Correction gate on
+Each case is filled once by the prefill and once by the model (its card's sampling with
+the taper off); every variant is then scored from those two fills, so the table costs
+two fills per case. Metrics in the mask; no tissue segmentation. Recorded in "## Correction gate on
 unseen patients" of RESULTS.md.
 """
 
@@ -40,8 +42,9 @@ COLUMNS = [
     ("ssim3d", "3D SSIM", "{:.4f}"),
     ("band_psnr_01", "edge PSNR01", "{:.2f}"),
 ]
-GATES = (0, 10, 30, 100, 300)
-ALPHAS = (0.0, 0.6, 0.8, 0.9, 1.0, 1.1)  # 0: the prefill alone
+GATES = (0, 300)
+ALPHAS = (0.8, 1.0)
+TAPERS = (0.0, 2.0, 3.0, 4.0)
 
 
 def _fills(case, model: Path, cache: Path, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,23 +65,30 @@ def _fills(case, model: Path, cache: Path, threads: int) -> tuple[np.ndarray, np
     prefill = classical_prefill(image, case.mask, zooms)
     net, card = load_weights(model, device="cpu")
     torch.set_num_threads(threads)
-    out = inpaint_volume(image, case.mask, net, card, zooms=zooms, seed=0,
+    out = inpaint_volume(image, case.mask, net, card, zooms=zooms, seed=0, edge_taper_mm=0,
                          extra_images={"prefill": prefill})  # fmt: skip
     np.savez_compressed(path, prefill=prefill[case.mask], model=out.mean[case.mask])
     return prefill[case.mask], out.mean[case.mask]
 
 
-def gated(case, prefill: np.ndarray, model: np.ndarray, gate: int, alpha: float) -> np.ndarray:
-    """The case's image with the mask filled by prefill + alpha x correction, where the
-    correction is dropped in components smaller than ``gate`` voxels."""
+def variant(
+    case, prefill: np.ndarray, model: np.ndarray, gate: int, alpha: float, taper: float
+) -> np.ndarray:
+    """The case's image with the mask filled by prefill + alpha x correction, the
+    correction dropped in components smaller than ``gate`` voxels and tapered over
+    ``taper`` mm from the mask edge."""
     from bidsfill.diffusion.crops import lesion_components
+    from bidsfill.diffusion.inference import taper_correction
 
-    labels = lesion_components(case.mask)[case.mask]
-    sizes = np.bincount(labels)
-    keep = sizes[labels] >= gate
-    values = prefill + np.where(keep, alpha * (model - prefill), 0.0)
-    out = case.volume.image.astype(np.float32).copy()
-    out[case.mask] = values
+    mask = case.mask
+    labels = lesion_components(mask)[mask]
+    keep = np.bincount(labels)[labels] >= gate
+    image = case.volume.image.astype(np.float32)
+    first, out = image.copy(), image.copy()
+    first[mask] = prefill
+    out[mask] = prefill + np.where(keep, alpha * (model - prefill), 0.0)
+    if taper:
+        out, _ = taper_correction(first, out, mask, case.volume.zooms, taper)
     return out
 
 
@@ -104,27 +114,30 @@ def main() -> None:
     volumes = held_out_volumes(scans, dict.fromkeys(args.subjects), args.cache_dir)
     cases = make_scorecard_cases(volumes, args.kinds, real_masks=DATA / "lesion-masks")
     sha = hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]
-    scores: dict[tuple[int, float], list[dict[str, float]]] = {}
+    scores: dict[tuple[int, float, float], list[dict[str, float]]] = {}
+    grid = [(0, 0.0, 0.0)]  # alpha 0: the prefill alone
+    grid += [(g, a, t) for g in GATES for a in ALPHAS for t in TAPERS]
     for case in cases:
         prefill, model = _fills(case, args.model, fills, args.threads)
         truth = case.volume.image
-        for gate in GATES:
-            for alpha in ALPHAS if gate == 0 else ALPHAS[1:]:
-                m = image_metrics(truth, gated(case, prefill, model, gate, alpha), case.mask)
-                scores.setdefault((gate, alpha), []).append(m)
-        base = scores[(0, 1.0)][-1]["brats_psnr_01"]
-        print(f"{case.name}: {case.mask.sum()} voxels, default {base:.2f}, prefill "
-              f"{scores[(0, 0.0)][-1]['brats_psnr_01']:.2f}")
-    head = ["gate (voxels)", "alpha", *(c[1] for c in COLUMNS)]
+        for key in grid:
+            m = image_metrics(truth, variant(case, prefill, model, *key), case.mask)
+            scores.setdefault(key, []).append(m)
+        print(f"{case.name}: {case.mask.sum()} voxels, model "
+              f"{scores[(0, 1.0, 0.0)][-1]['brats_psnr_01']:.2f}, prefill "
+              f"{scores[(0, 0.0, 0.0)][-1]['brats_psnr_01']:.2f}")  # fmt: skip
+    head = ["gate (voxels)", "alpha", "edge taper (mm)", *(c[1] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (gate, alpha), rows in scores.items():
+    for (gate, alpha, taper), rows in scores.items():
         means = {k: float(np.mean([r[k] for r in rows])) for k, *_ in COLUMNS}
-        lines.append(f"| {gate} | {alpha:g} | " + " | ".join(metric_cells(means, COLUMNS)) + " |")
+        lines.append(f"| {gate} | {alpha:g} | {taper:g} | "
+                     + " | ".join(metric_cells(means, COLUMNS)) + " |")  # fmt: skip
     body = "\n".join(
         [
             f"Model `{args.model.name}` (sha256 `{sha}…`), its card's sampling. {len(cases)} "
             f"cases on patients it never saw ({', '.join(args.subjects)}; kinds "
-            f"{', '.join(args.kinds)}). Gate 0, alpha 1 is the default as shipped.",
+            f"{', '.join(args.kinds)}). Alpha 0: the nonlocal prefill alone; gate 0, alpha "
+            "1, taper 0: the model's full correction.",
             "",
             *lines,
             "",

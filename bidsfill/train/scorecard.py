@@ -345,6 +345,9 @@ def default_fillers(
 
     sha = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
     params: dict[str, Any] = {"model": str(model), "device": "cpu", "model_sha": sha}
+    card = Path(model).with_suffix(".json")
+    if card.exists():  # the card's default sampling is part of what a cached row measured
+        params["card_sampling"] = json.loads(card.read_text()).get("sampling") or {}
     if steps:
         params["steps"] = int(steps)
     fillers = [FillerSpec(m, m) for m in classical_methods()] + [FillerSpec(arch, arch, params)]
