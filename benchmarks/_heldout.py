@@ -20,13 +20,14 @@ def held_out_cases(subjects: Sequence[str], kinds: Sequence[str], cache_dir: Pat
     positions in the scorecard's lists, so the cases are made for the whole scorecard and
     then picked (drawing only the subset would give other masks than the scored ones)."""
     from bidsfill.bids.training import training_scans
-    from bidsfill.train.scorecard import held_out_volumes, make_scorecard_cases
+    from bidsfill.train.scorecard import held_out_volumes, load_case_masks, make_scorecard_cases
 
     every_subject = sorted({*SCORECARD_SUBJECTS, *subjects})
     every_kind = [*SCORECARD_KINDS, *(k for k in kinds if k not in SCORECARD_KINDS)]
     scans = training_scans(DATA / "healthy-t1w", every_subject)
     volumes = held_out_volumes(scans, dict.fromkeys(every_subject), cache_dir)
-    cases = make_scorecard_cases(volumes, every_kind, real_masks=DATA / "lesion-masks")
+    cases = make_scorecard_cases(volumes, every_kind, real_masks=DATA / "lesion-masks",
+                                 frozen=load_case_masks(ROOT / "benchmarks" / "scorecard_masks.npz"))  # fmt: skip
     wanted_scans = {f"sub-{s}_T1w" for s in subjects}
     return [
         c for c in cases

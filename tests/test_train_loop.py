@@ -439,3 +439,27 @@ def test_scorecard_segments_each_healthy_scan_once_and_keeps_it(tmp_path, monkey
     assert truth_sum not in calls and len(calls) == 2  # the truth's labels came from disk
     for row in (*first, *second):
         assert 0 <= row["dice_WM"] <= 1 or np.isnan(row["dice_WM"])
+
+
+def test_scorecard_keeps_its_masks_so_another_registration_scores_the_same(tmp_path):
+    """Kept masks win over a fresh draw: a volume whose white matter (its registered
+    priors) changed would otherwise get its synthetic lesions elsewhere."""
+    from bidsfill.train.scorecard import load_case_masks, make_scorecard_cases, save_case_masks
+
+    vol = _volume(1)
+    kinds = ["tumour", "ms"]
+    first = make_scorecard_cases([vol], kinds, real_masks=None)
+    path = tmp_path / "masks.npz"
+    save_case_masks(first, path)
+    kept = load_case_masks(path)
+    assert list(kept) == [c.name for c in first]
+    assert all(np.array_equal(kept[c.name], c.mask) for c in first)
+    moved = TrainVolume(vol.name, vol.image, vol.affine, vol.zooms, np.roll(vol.wm, 3, axis=0),
+                        vol.brain)  # fmt: skip
+    redrawn = make_scorecard_cases([moved], kinds, real_masks=None)
+    assert any(not np.array_equal(a.mask, b.mask) for a, b in zip(first, redrawn, strict=True))
+    again = make_scorecard_cases([moved], kinds, real_masks=None, frozen=kept)
+    assert [c.name for c in again] == [c.name for c in first]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(first, again, strict=True))
+    save_case_masks(again[:1], path)  # adding keeps what was there
+    assert list(load_case_masks(path)) == [c.name for c in first]

@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Run only these fillers (labels), e.g. the classical ones while "
                            "the model trains; rows are cached in RUN_DIR/cache.")  # fmt: skip
     card.add_argument("--scorecard-tsv", type=Path, help="Also write one row per fill here.")
+    card.add_argument("--scorecard-masks", type=Path, metavar="NPZ",
+                      help="Keep the case masks here: cases it holds are scored on those masks "
+                           "(registration differs between machines), new ones are added.")  # fmt: skip
     return p
 
 
@@ -477,6 +480,7 @@ def _scorecard(args: argparse.Namespace) -> int:
         n_threads=args.threads,
         tsv=args.scorecard_tsv,
         only=args.scorecard_only,
+        masks_file=args.scorecard_masks,
     )
     print(result["table"])
     return 0

@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,9 @@ __all__ = [
     "bar_checks",
     "default_fillers",
     "held_out_volumes",
+    "load_case_masks",
     "make_scorecard_cases",
+    "save_case_masks",
     "markdown_table",
     "per_volume",
     "run_scorecard",
@@ -358,6 +360,35 @@ def default_fillers(
     return fillers
 
 
+def load_case_masks(path: str | Path | None) -> dict[str, np.ndarray]:
+    """Case masks kept by an earlier scorecard (case name -> boolean mask); {} if none."""
+    if path is None or not Path(path).exists():
+        return {}
+    with np.load(path) as data:
+        shapes = json.loads(str(data["shapes"]))
+        return {
+            name: np.unpackbits(data[f"m{i}"], count=int(np.prod(shape))).reshape(shape) > 0
+            for i, (name, shape) in enumerate(shapes.items())
+        }
+
+
+def save_case_masks(cases: Sequence[ValidationCase], path: str | Path) -> None:
+    """Keep the cases' masks (bit-packed) beside those already in ``path``."""
+    masks = {**load_case_masks(path), **{c.name: np.asarray(c.mask, bool) for c in cases}}
+    packed = {f"m{i}": np.packbits(m) for i, m in enumerate(masks.values())}
+    shapes = json.dumps({name: list(m.shape) for name, m in masks.items()})
+    np.savez_compressed(path, shapes=np.array(shapes), **packed)
+
+
+def _frozen_mask(
+    frozen: Mapping[str, np.ndarray], prefix: str, shape: tuple[int, ...]
+) -> tuple[str, np.ndarray] | None:
+    for name, mask in frozen.items():
+        if name.split(":")[0] == prefix and mask.shape == tuple(shape):
+            return name, mask.copy()
+    return None
+
+
 def make_scorecard_cases(
     volumes: Sequence[Any],
     kinds: Sequence[str],
@@ -365,10 +396,16 @@ def make_scorecard_cases(
     real_masks: str | Path | None,
     seed: int = 2026,
     max_real_ml: float = 100.0,
+    frozen: Mapping[str, np.ndarray] | None = None,
 ) -> list[ValidationCase]:
     """One case per (volume, kind): real masks chosen by seed from the folder's index.tsv
     (MS, or stroke of 1-``max_real_ml`` ml) and placed with the volume's MNI registration;
-    synthetic kinds drawn in the whole brain by the training mask generator."""
+    synthetic kinds drawn in the whole brain by the training mask generator.
+
+    ``frozen`` (from :func:`load_case_masks`): a case found there by scan and kind keeps
+    that mask. Registration is not reproducible across machines, and the synthetic
+    kinds pick lesion centres by index among white-matter voxels, so without frozen
+    masks a fresh machine scores other masks."""
     from bidsfill.lesions import RealMask, place_mni_mask
     from bidsfill.train.masks import TRAINING_VOLUME_ML, MaskGenerator
 
@@ -381,7 +418,10 @@ def make_scorecard_cases(
         own = getattr(vol, "lesion", None)  # a patient's own lesions: never scored
         for k, kind in enumerate(kinds):
             rng = np.random.default_rng([seed, v, k])
-            if kind.startswith("real-"):
+            kept = _frozen_mask(frozen or {}, f"{vol.name}#{kind}", vol.image.shape)
+            if kept is not None:
+                name, mask = kept
+            elif kind.startswith("real-"):
                 want = kind.removeprefix("real-")
                 pool = [
                     r
@@ -426,8 +466,12 @@ def run_scorecard(
     tsv: Path | None = None,
     log: Callable[[str], None] | None = LOGGER.info,
     only: Sequence[str] = (),
+    masks_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` beside every classical filler and write the result into its card.
+
+    ``masks_file`` keeps the case masks: cases it holds are scored on those masks, new
+    ones are added to it (see :func:`make_scorecard_cases`).
 
     ``only`` restricts the fillers (labels) that run, e.g. the classical ones while the
     model still trains: their rows land in the cache and are reused. The card beside ``model`` gets a ``"scorecard"`` entry (the sha256 covers only the
@@ -435,7 +479,10 @@ def run_scorecard(
     """
     card = ModelCard.coerce(card)
     volumes = held_out_volumes(scans, held_out, cache_dir)
-    cases = make_scorecard_cases(volumes, kinds, real_masks=real_masks, seed=seed)
+    cases = make_scorecard_cases(volumes, kinds, real_masks=real_masks, seed=seed,
+                                 frozen=load_case_masks(masks_file))  # fmt: skip
+    if masks_file is not None:
+        save_case_masks(cases, masks_file)
     fillers = default_fillers(model, card.architecture, steps, adapt_steps)
     if only:
         fillers = [f for f in fillers if f.label in only]
