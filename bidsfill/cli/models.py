@@ -96,7 +96,10 @@ def describe_model(path: Path) -> str:
         + f"; {steps} steps on {ran_on}",
         f"  held out: {_names(training.get('held_out') or [], 'participant')}",
         f"  default sampling: DDIM {sampling.get('steps', '?')} step(s), mean of "
-        f"{sampling.get('n_samples', 1)}",
+        f"{sampling.get('n_samples', 1)}"
+        + (", every other from the mirrored crop" if sampling.get("flip") else "")
+        + (f", correction tapered over {sampling['edge_taper_mm']:g} mm from the mask edge"
+           if sampling.get("edge_taper_mm") else ""),
         f"  scorecard: {_scorecard(card, arch)}",
         f"  card: {path.with_suffix('.json')}",
     ])  # fmt: skip
