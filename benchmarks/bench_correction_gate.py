@@ -45,6 +45,9 @@ COLUMNS = [
 GATES = (0, 300)
 ALPHAS = (0.8, 1.0)
 TAPERS = (0.0, 2.0, 3.0, 4.0)
+#: Per-case PSNR01 columns: (gate, alpha, taper) -> heading.
+PER_CASE = {(0, 0.0, 0.0): "prefill", (0, 1.0, 0.0): "full correction",
+            (0, 1.0, 3.0): "3 mm taper"}  # fmt: skip
 
 
 def _fills(case, model: Path, cache: Path, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,15 +120,17 @@ def main() -> None:
     scores: dict[tuple[int, float, float], list[dict[str, float]]] = {}
     grid = [(0, 0.0, 0.0)]  # alpha 0: the prefill alone
     grid += [(g, a, t) for g in GATES for a in ALPHAS for t in TAPERS]
+    per_case = ["| case | voxels | " + " | ".join(PER_CASE.values()) + " |",
+                "|---|---|" + "---|" * len(PER_CASE)]  # fmt: skip
     for case in cases:
         prefill, model = _fills(case, args.model, fills, args.threads)
         truth = case.volume.image
         for key in grid:
             m = image_metrics(truth, variant(case, prefill, model, *key), case.mask)
             scores.setdefault(key, []).append(m)
-        print(f"{case.name}: {case.mask.sum()} voxels, model "
-              f"{scores[(0, 1.0, 0.0)][-1]['brats_psnr_01']:.2f}, prefill "
-              f"{scores[(0, 0.0, 0.0)][-1]['brats_psnr_01']:.2f}")  # fmt: skip
+        cells = [f"{scores[key][-1]['brats_psnr_01']:.2f}" for key in PER_CASE]
+        per_case.append(f"| {case.name} | {int(case.mask.sum())} | " + " | ".join(cells) + " |")
+        print(per_case[-1])
     head = ["gate (voxels)", "alpha", "edge taper (mm)", *(c[1] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (gate, alpha, taper), rows in scores.items():
@@ -140,6 +145,10 @@ def main() -> None:
             "1, taper 0: the model's full correction.",
             "",
             *lines,
+            "",
+            "PSNR01 per case:",
+            "",
+            *per_case,
             "",
             run_line("bench_correction_gate.py", args.threads, load, start) + ".",
         ]
