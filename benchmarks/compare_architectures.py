@@ -17,7 +17,6 @@ GPU-trained, 256^3 volumes) as a separate row group for scale.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -154,7 +153,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from bidsfill.fill.methods import classical_methods
-    from bidsfill.train.scorecard import FillerSpec, score_cases
+    from bidsfill.train.scorecard import FillerSpec, model_params, score_cases
 
     start, load = time.perf_counter(), os.getloadavg()[0]
     cache = Path(args.cache_dir)
@@ -162,11 +161,8 @@ def main() -> None:
     models = _models(args.methods, family=not args.no_family)
     fillers = [FillerSpec(m, m) for m in classical_methods() if m != "fsl"]
     for label, path in models.items():
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        method = label.split(" ")[0]
         # the scorecard's parameters, so its cached rows of the default are reused
-        params = {"model": str(path), "device": "cpu", "model_sha": sha}
-        fillers.append(FillerSpec(label, method, params))
+        fillers.append(FillerSpec(label, label.split(" ")[0], model_params(path)))
     rows = score_cases(cases, fillers, n_threads=args.threads, log=print,
                        cache=cache / "scorecard_rows.jsonl")  # fmt: skip
     means = filler_means(rows, [f.label for f in fillers])

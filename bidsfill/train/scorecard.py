@@ -40,6 +40,7 @@ __all__ = [
     "held_out_volumes",
     "load_case_masks",
     "make_scorecard_cases",
+    "model_params",
     "save_case_masks",
     "markdown_table",
     "per_volume",
@@ -338,6 +339,18 @@ def held_out_volumes(
     return out
 
 
+def model_params(model: str | Path) -> dict[str, Any]:
+    """A model filler's parameters: the weights, the CPU, and what keys its cached rows
+    (the weights' sha256 and the card's default sampling: a taper changes the fill, not
+    the weights)."""
+    sha = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
+    params: dict[str, Any] = {"model": str(model), "device": "cpu", "model_sha": sha}
+    card = Path(model).with_suffix(".json")
+    if card.exists():
+        params["card_sampling"] = json.loads(card.read_text()).get("sampling") or {}
+    return params
+
+
 def default_fillers(
     model: str | Path, arch: str, steps: int | None = None, adapt_steps: int = 0
 ) -> list[FillerSpec]:
@@ -345,11 +358,7 @@ def default_fillers(
     (and, with ``adapt_steps``, the model adapted to each scan first)."""
     from bidsfill.fill.methods import classical_methods
 
-    sha = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
-    params: dict[str, Any] = {"model": str(model), "device": "cpu", "model_sha": sha}
-    card = Path(model).with_suffix(".json")
-    if card.exists():  # the card's default sampling is part of what a cached row measured
-        params["card_sampling"] = json.loads(card.read_text()).get("sampling") or {}
+    params = model_params(model)
     if steps:
         params["steps"] = int(steps)
     fillers = [FillerSpec(m, m) for m in classical_methods()] + [FillerSpec(arch, arch, params)]
