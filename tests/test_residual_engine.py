@@ -202,6 +202,11 @@ def test_edge_taper_scales_the_correction_by_depth(zooms):
     edge = mask & ~ndimage.binary_erosion(mask)
     assert (weight[edge] < 1).all() and (weight[mask & (depth >= width)] == 1).all()
     assert not np.allclose(tapered[edge], full[edge])
+    # the spread of two samples shrinks with the correction it comes from
+    two = {**kw, "n_samples": 2, "flip": True}
+    sd_full = inpaint_volume(img, mask, net, card, edge_taper_mm=0, **two).std
+    sd_tapered = inpaint_volume(img, mask, net, card, edge_taper_mm=width, **two).std
+    assert np.allclose(sd_tapered, weight * sd_full, atol=1e-5) and sd_full[mask].max() > 0
 
 
 def test_edge_taper_default_comes_from_the_card_and_needs_a_residual_model():

@@ -163,7 +163,7 @@ def taper_correction(
     the learned correction mostly adds error (bench_correction_gate.py measured this on
     unseen patients). Returns the tapered fill (``filled`` outside the mask) and ``w``."""
     mask = np.asarray(mask, dtype=bool)
-    weight = mask.astype(np.float64)
+    weight = mask.astype(np.float32)
     if width_mm > 0 and mask.any():
         # Depth only within the mask's box grown by one voxel: that layer is background
         # (beyond the image edge too), so every voxel's nearest background voxel is in
@@ -393,15 +393,15 @@ def inpaint_volume(
         if progress is not None:
             progress(done, len(grids))
     mean = total / n_samples
-    taper = np.ones(image.shape)
-    if plan.edge_taper_mm:
-        mean, taper = taper_correction(extra_images["prefill"], mean, mask, zooms,
-                                       plan.edge_taper_mm)  # fmt: skip
-    out = np.where(mask, mean, image).astype(np.float32)
-    if plan.feather:
-        out = np.where(mask, feather_boundary(image, out, mask), image).astype(np.float32)
     std = None
     if n_samples > 1:
         var = np.maximum(total_sq / n_samples - mean**2, 0.0) * n_samples / (n_samples - 1)
-        std = np.where(mask, taper * np.sqrt(var), 0.0).astype(np.float32)
+        std = np.where(mask, np.sqrt(var), 0.0).astype(np.float32)
+    if plan.edge_taper_mm:  # the samples' spread shrinks with the correction it comes from
+        mean, taper = taper_correction(extra_images["prefill"], mean, mask, zooms,
+                                       plan.edge_taper_mm)  # fmt: skip
+        std = None if std is None else (taper * std).astype(np.float32)
+    out = np.where(mask, mean, image).astype(np.float32)
+    if plan.feather:
+        out = np.where(mask, feather_boundary(image, out, mask), image).astype(np.float32)
     return InpaintOutput(out, std, len(grids), calls, int(plan.steps))
