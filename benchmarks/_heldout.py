@@ -9,6 +9,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 #: Registrations and scored rows, shared with benchmarks/scorecard.py.
 CACHE = ROOT / "runs" / "scorecard" / "cache"
+#: Registrations and scored rows of the multi-contrast patients (compare_flair.py,
+#: bench_flip.py, bench_correction_gate.py).
+PATIENT_CACHE = ROOT / "runs" / "flair" / "cache"
+#: Patients neither trained on nor scored by the default: where its sampling is decided.
+PATIENTS = ("ms07", "ms19", "ms26", "tcgadu7294")
 #: benchmarks/scorecard.py's held-out subjects and mask kinds, in its order.
 SCORECARD_SUBJECTS = ("ixi015", "fsconf01", "ds2748s61", "head01")
 SCORECARD_KINDS = ("real-ms", "real-stroke", "ms", "tumour")
@@ -33,3 +38,14 @@ def held_out_cases(subjects: Sequence[str], kinds: Sequence[str], cache_dir: Pat
         c for c in cases
         if c.name.split("#")[0] in wanted_scans and c.name.split("#")[1].split(":")[0] in kinds
     ]  # fmt: skip
+
+
+def patient_cases(subjects: Sequence[str], kinds: Sequence[str], cache_dir: Path) -> list:
+    """One case per kind on each patient's T1w, in its healthy tissue (its own lesions
+    cut out of every mask), placed as the scorecard places its cases."""
+    from bidsfill.bids.training import training_scans
+    from bidsfill.train.scorecard import held_out_volumes, make_scorecard_cases
+
+    scans = training_scans(DATA / "multicontrast", sorted(subjects))
+    volumes = held_out_volumes(scans, dict.fromkeys(subjects), cache_dir)
+    return make_scorecard_cases(volumes, kinds, real_masks=DATA / "lesion-masks")

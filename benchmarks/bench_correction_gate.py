@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _heldout import PATIENT_CACHE, PATIENTS, patient_cases
 from _results import metric_cells, run_line, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA = ROOT.parent / "shared" / "data"
 MODEL = ROOT / "bidsfill" / "data" / "models" / "pseudo3d.safetensors"
 SECTION = "Correction gate on unseen patients"
 COLUMNS = [
@@ -75,17 +75,21 @@ def _fills(case, model: Path, cache: Path, threads: int) -> tuple[np.ndarray, np
 
 
 def variant(
-    case, prefill: np.ndarray, model: np.ndarray, gate: int, alpha: float, taper: float
+    case,
+    prefill: np.ndarray,
+    model: np.ndarray,
+    sizes: np.ndarray,
+    gate: int,
+    alpha: float,
+    taper: float,
 ) -> np.ndarray:
     """The case's image with the mask filled by prefill + alpha x correction, the
-    correction dropped in components smaller than ``gate`` voxels and tapered over
-    ``taper`` mm from the mask edge."""
-    from bidsfill.diffusion.crops import lesion_components
+    correction dropped in components smaller than ``gate`` voxels (``sizes``: each mask
+    voxel's component size) and tapered over ``taper`` mm from the mask edge."""
     from bidsfill.diffusion.inference import taper_correction
 
     mask = case.mask
-    labels = lesion_components(mask)[mask]
-    keep = np.bincount(labels)[labels] >= gate
+    keep = sizes >= gate
     image = case.volume.image.astype(np.float32)
     first, out = image.copy(), image.copy()
     first[mask] = prefill
@@ -97,25 +101,22 @@ def variant(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--subjects", nargs="+", default=["ms07", "ms19", "ms26", "tcgadu7294"])
+    p.add_argument("--subjects", nargs="+", default=list(PATIENTS))
     p.add_argument("--kinds", nargs="+", default=["real-ms", "real-stroke", "ms", "tumour"])
     p.add_argument("--model", type=Path, default=MODEL)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "flair" / "cache",
+    p.add_argument("--cache-dir", type=Path, default=PATIENT_CACHE,
                    help="registrations (shared with compare_flair.py and bench_flip.py)")  # fmt: skip
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    from bidsfill.bids.training import training_scans
+    from bidsfill.diffusion.crops import lesion_components
     from bidsfill.evaluate.metrics import image_metrics
-    from bidsfill.train.scorecard import held_out_volumes, make_scorecard_cases
 
     start, load = time.perf_counter(), os.getloadavg()[0]
     fills = args.cache_dir / "gate"
     fills.mkdir(parents=True, exist_ok=True)
-    scans = training_scans(DATA / "multicontrast", sorted(args.subjects))
-    volumes = held_out_volumes(scans, dict.fromkeys(args.subjects), args.cache_dir)
-    cases = make_scorecard_cases(volumes, args.kinds, real_masks=DATA / "lesion-masks")
+    cases = patient_cases(args.subjects, args.kinds, args.cache_dir)
     sha = hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]
     scores: dict[tuple[int, float, float], list[dict[str, float]]] = {}
     grid = [(0, 0.0, 0.0)]  # alpha 0: the prefill alone
@@ -125,8 +126,10 @@ def main() -> None:
     for case in cases:
         prefill, model = _fills(case, args.model, fills, args.threads)
         truth = case.volume.image
+        labels = lesion_components(case.mask)[case.mask]
+        sizes = np.bincount(labels)[labels]
         for key in grid:
-            m = image_metrics(truth, variant(case, prefill, model, *key), case.mask)
+            m = image_metrics(truth, variant(case, prefill, model, sizes, *key), case.mask)
             scores.setdefault(key, []).append(m)
         cells = [f"{scores[key][-1]['brats_psnr_01']:.2f}" for key in PER_CASE]
         per_case.append(f"| {case.name} | {int(case.mask.sum())} | " + " | ".join(cells) + " |")

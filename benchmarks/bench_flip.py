@@ -17,16 +17,15 @@ Recorded in "## Flip on unseen patients" of RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import time
 from pathlib import Path
 
+from _heldout import PATIENT_CACHE, PATIENTS, patient_cases
 from _results import filler_means, metric_cells, run_line, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA = ROOT.parent / "shared" / "data"
 MODEL = ROOT / "bidsfill" / "data" / "models" / "pseudo3d.safetensors"
 SECTION = "Flip on unseen patients"
 COLUMNS = [
@@ -41,33 +40,24 @@ COLUMNS = [
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--subjects", nargs="+", default=["ms07", "ms19", "ms26", "tcgadu7294"])
+    p.add_argument("--subjects", nargs="+", default=list(PATIENTS))
     p.add_argument("--kinds", nargs="+", default=["real-ms", "tumour"])
     p.add_argument("--model", type=Path, default=MODEL)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--cache-dir", type=Path, default=ROOT / "runs" / "flair" / "cache",
+    p.add_argument("--cache-dir", type=Path, default=PATIENT_CACHE,
                    help="registrations (shared with compare_flair.py) and scored rows")  # fmt: skip
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch
 
     torch.set_num_threads(args.threads)
-    from bidsfill.bids.training import training_scans
-    from bidsfill.train.scorecard import (
-        FillerSpec,
-        held_out_volumes,
-        make_scorecard_cases,
-        per_volume,
-        score_cases,
-    )
+    from bidsfill.train.scorecard import FillerSpec, model_params, per_volume, score_cases
 
     start, load = time.perf_counter(), os.getloadavg()[0]
     args.cache_dir.mkdir(parents=True, exist_ok=True)
-    scans = training_scans(DATA / "multicontrast", sorted(args.subjects))
-    volumes = held_out_volumes(scans, dict.fromkeys(args.subjects), args.cache_dir)
-    cases = make_scorecard_cases(volumes, args.kinds, real_masks=DATA / "lesion-masks")
-    sha = hashlib.sha256(args.model.read_bytes()).hexdigest()[:16]
-    base = {"model": str(args.model), "device": "cpu", "model_sha": sha}
+    cases = patient_cases(args.subjects, args.kinds, args.cache_dir)
+    base = model_params(args.model)
+    sha = base["model_sha"]
     fillers = [
         FillerSpec("nonlocal", "nonlocal"),
         FillerSpec("default, no flip", "pseudo3d", {**base, "flip": False}),
