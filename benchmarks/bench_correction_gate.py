@@ -2,6 +2,7 @@
 neither in its training set nor in its scorecard.
 
     python benchmarks/bench_correction_gate.py [--subjects ms07 ms19 ms26 tcgadu7294]
+        [--model W] [--gates 0 --alphas 1 --tapers 0 3 --section NAME]
 
 The default is residual: its fill is the ``nonlocal`` prefill plus a learned correction.
 Three ways of trusting that correction less are measured here, on the multi-contrast
@@ -107,6 +108,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache-dir", type=Path, default=PATIENT_CACHE,
                    help="registrations (shared with compare_flair.py and bench_flip.py)")  # fmt: skip
+    p.add_argument("--gates", nargs="+", type=int, default=list(GATES), metavar="VOXELS")
+    p.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
+    p.add_argument("--tapers", nargs="+", type=float, default=list(TAPERS), metavar="MM")
+    p.add_argument("--section", default=SECTION, help="the RESULTS.md section to write")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -120,9 +125,10 @@ def main() -> None:
     sha = hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]
     scores: dict[tuple[int, float, float], list[dict[str, float]]] = {}
     grid = [(0, 0.0, 0.0)]  # alpha 0: the prefill alone
-    grid += [(g, a, t) for g in GATES for a in ALPHAS for t in TAPERS]
-    per_case = ["| case | voxels | " + " | ".join(PER_CASE.values()) + " |",
-                "|---|---|" + "---|" * len(PER_CASE)]  # fmt: skip
+    grid += [(g, a, t) for g in args.gates for a in args.alphas for t in args.tapers]
+    per_case_keys = {key: name for key, name in PER_CASE.items() if key in grid}
+    per_case = ["| case | voxels | " + " | ".join(per_case_keys.values()) + " |",
+                "|---|---|" + "---|" * len(per_case_keys)]  # fmt: skip
     for case in cases:
         prefill, model = _fills(case, args.model, fills, args.threads)
         truth = case.volume.image
@@ -131,7 +137,7 @@ def main() -> None:
         for key in grid:
             m = image_metrics(truth, variant(case, prefill, model, sizes, *key), case.mask)
             scores.setdefault(key, []).append(m)
-        cells = [f"{scores[key][-1]['brats_psnr_01']:.2f}" for key in PER_CASE]
+        cells = [f"{scores[key][-1]['brats_psnr_01']:.2f}" for key in per_case_keys]
         per_case.append(f"| {case.name} | {int(case.mask.sum())} | " + " | ".join(cells) + " |")
         print(per_case[-1])
     head = ["gate (voxels)", "alpha", "edge taper (mm)", *(c[1] for c in COLUMNS)]
@@ -158,7 +164,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_record:
-        write_section(HERE / "RESULTS.md", SECTION, body)
+        write_section(HERE / "RESULTS.md", args.section, body)
 
 
 if __name__ == "__main__":
