@@ -147,6 +147,9 @@ def main() -> None:
     p.add_argument("--section", default=SECTION, help="the RESULTS.md section to write")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--cache-dir", default=str(CACHE))
+    p.add_argument("--write-cards", action="store_true",
+                   help="put each shipped non-default model's row (and the default's and "
+                        "nonlocal's beside it) into its card, for --list-models")  # fmt: skip
     args = p.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import torch
@@ -206,6 +209,24 @@ def main() -> None:
     )
     print(body)
     write_section(HERE / "RESULTS.md", args.section, body)
+    if args.write_cards:
+        _write_cards(models, means, len(cases), args.section)
+
+
+def _write_cards(models: dict[str, Path], means: dict, n_cases: int, section: str) -> None:
+    """Each shipped model other than the default (whose card has its own scorecard) gets
+    its comparison row in its card; the weights, and so their sha256, are untouched."""
+    keys = ("brats_psnr_01", "brats_ssim", "brats_mse", "ssim3d")
+    rows = {label: {k: round(float(means[label][k]), 4) for k in keys} for label in means}
+    for label, path in models.items():
+        card_path = path.with_suffix(".json")
+        if label == "pseudo3d" or path.parent != MODELS or not card_path.exists():
+            continue
+        card = json.loads(card_path.read_text())
+        card["comparison"] = {"label": label, "cases": n_cases,
+                              "section": f"benchmarks/RESULTS.md, {section}",
+                              "fillers": rows}  # fmt: skip
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -78,3 +78,25 @@ def test_every_diffusion_method_has_shipped_weights_of_its_kind():
     fill_models = [default_model_path(n) for n, m in FILL_METHODS.items() if m.uses_model]
     total = sum(p.stat().st_size for p in fill_models)
     assert total < 60e6, f"shipped fill-method weights {total / 1e6:.1f} MB"
+
+
+def test_a_model_without_a_scorecard_shows_its_comparison_row(tmp_path):
+    """The architecture family has no scorecard of its own; --list-models shows its row of
+    the architecture comparison (compare_architectures.py --write-cards) instead."""
+    src = next((p for p in SHIPPED if p.stem == "wdm3d"), None)
+    if src is None:
+        pytest.skip("wdm3d is not shipped")
+    dst = tmp_path / src.name
+    shutil.copy(src, dst)
+    card = json.loads(src.with_suffix(".json").read_text())
+    card.pop("scorecard", None)
+    card.pop("comparison", None)
+    dst.with_suffix(".json").write_text(json.dumps(card))
+    assert "scorecard: none" in describe_model(dst)
+    row = {"brats_psnr_01": 19.06, "brats_ssim": 0.771, "brats_mse": 0.0153, "ssim3d": 0.675}
+    card["comparison"] = {"label": "wdm3d", "cases": 4, "fillers": {
+        "wdm3d": row, "pseudo3d": {**row, "brats_psnr_01": 20.55},
+        "nonlocal": {**row, "brats_psnr_01": 18.91}}}  # fmt: skip
+    dst.with_suffix(".json").write_text(json.dumps(card))
+    assert ("scorecard: 4 held-out cases of the architecture comparison: PSNR01 19.06 dB, "
+            "pseudo3d 20.55, nonlocal 18.91, SSIM 0.771") in describe_model(dst)  # fmt: skip

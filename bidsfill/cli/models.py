@@ -40,7 +40,7 @@ def _scorecard(card: dict[str, Any], arch: str) -> str:
     fillers = score.get("fillers") or {}
     own = next((v for k, v in fillers.items() if k.startswith(arch)), None)
     if not own:
-        return "none"
+        return _comparison(card.get("comparison") or {})
     cases = own.get("cases", "?")
     parts = [f"PSNR01 {own.get('brats_psnr_01', float('nan')):.2f} dB"]
     for name in ("nonlocal", "nawm"):
@@ -50,6 +50,21 @@ def _scorecard(card: dict[str, Any], arch: str) -> str:
     bar = (score.get("bar") or {}).get("all")
     met = "" if bar is None else f"; issue-12 bar {'met' if bar else 'not met'}"
     return f"{cases} held-out cases: " + ", ".join(parts) + met
+
+
+def _comparison(comparison: dict[str, Any]) -> str:
+    """A model without a scorecard of its own (the architecture family): its row of the
+    architecture comparison (benchmarks/compare_architectures.py --write-cards)."""
+    fillers = comparison.get("fillers") or {}
+    own = fillers.get(comparison.get("label", ""))
+    if not own:
+        return "none"
+    parts = [f"PSNR01 {own['brats_psnr_01']:.2f} dB"]
+    parts += [f"{name} {fillers[name]['brats_psnr_01']:.2f}"
+              for name in ("pseudo3d", "nonlocal") if name in fillers]  # fmt: skip
+    parts.append(f"SSIM {own['brats_ssim']:.3f}")
+    return (f"{comparison.get('cases', '?')} held-out cases of the architecture comparison: "
+            + ", ".join(parts))  # fmt: skip
 
 
 def _describe_synthesis(path: Path, card: dict[str, Any], sha: str, check: str) -> str:
