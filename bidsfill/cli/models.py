@@ -35,21 +35,26 @@ def _names(items: list[dict[str, Any]], key: str) -> str:
     return ", ".join(names) if names else "none listed"
 
 
+def _summary(own: dict[str, Any], fillers: dict[str, Any], others: tuple[str, ...],
+             cases: object, what: str) -> str:
+    """One line of a model's scores: its PSNR01, the other fillers' beside it, its SSIM."""
+    parts = [f"PSNR01 {own.get('brats_psnr_01', float('nan')):.2f} dB"]
+    parts += [f"{name} {fillers[name].get('brats_psnr_01', float('nan')):.2f}"
+              for name in others if name in fillers]  # fmt: skip
+    parts.append(f"SSIM {own.get('brats_ssim', float('nan')):.3f}")
+    return f"{cases} {what}: " + ", ".join(parts)
+
+
 def _scorecard(card: dict[str, Any], arch: str) -> str:
     score = card.get("scorecard") or {}
     fillers = score.get("fillers") or {}
     own = next((v for k, v in fillers.items() if k.startswith(arch)), None)
     if not own:
         return _comparison(card.get("comparison") or {})
-    cases = own.get("cases", "?")
-    parts = [f"PSNR01 {own.get('brats_psnr_01', float('nan')):.2f} dB"]
-    for name in ("nonlocal", "nawm"):
-        if name in fillers:
-            parts.append(f"{name} {fillers[name].get('brats_psnr_01', float('nan')):.2f}")
-    parts.append(f"SSIM {own.get('brats_ssim', float('nan')):.3f}")
     bar = (score.get("bar") or {}).get("all")
     met = "" if bar is None else f"; issue-12 bar {'met' if bar else 'not met'}"
-    return f"{cases} held-out cases: " + ", ".join(parts) + met
+    line = _summary(own, fillers, ("nonlocal", "nawm"), own.get("cases", "?"), "held-out cases")
+    return line + met
 
 
 def _comparison(comparison: dict[str, Any]) -> str:
@@ -59,12 +64,8 @@ def _comparison(comparison: dict[str, Any]) -> str:
     own = fillers.get(comparison.get("label", ""))
     if not own:
         return "none"
-    parts = [f"PSNR01 {own['brats_psnr_01']:.2f} dB"]
-    parts += [f"{name} {fillers[name]['brats_psnr_01']:.2f}"
-              for name in ("pseudo3d", "nonlocal") if name in fillers]  # fmt: skip
-    parts.append(f"SSIM {own['brats_ssim']:.3f}")
-    return (f"{comparison.get('cases', '?')} held-out cases of the architecture comparison: "
-            + ", ".join(parts))  # fmt: skip
+    return _summary(own, fillers, ("pseudo3d", "nonlocal"), comparison.get("cases", "?"),
+                    "held-out cases of the architecture comparison")  # fmt: skip
 
 
 def _describe_synthesis(path: Path, card: dict[str, Any], sha: str, check: str) -> str:
