@@ -12,6 +12,10 @@ CACHE = ROOT / "runs" / "scorecard" / "cache"
 #: Registrations and scored rows of the multi-contrast patients (compare_flair.py,
 #: bench_flip.py, bench_correction_gate.py).
 PATIENT_CACHE = ROOT / "runs" / "flair" / "cache"
+#: The patient cases' masks, kept by the first run: registration differs between machines
+#: (session 10 drew other masks than session 9 from a fresh cache), so without them a
+#: decision made on one machine could not be checked on another.
+PATIENT_MASKS = ROOT / "benchmarks" / "patient_masks.npz"
 #: Patients neither trained on nor scored by the default: where its sampling is decided.
 PATIENTS = ("ms07", "ms19", "ms26", "tcgadu7294")
 #: benchmarks/scorecard.py's held-out subjects and mask kinds, in its order.
@@ -40,12 +44,16 @@ def held_out_cases(subjects: Sequence[str], kinds: Sequence[str], cache_dir: Pat
     ]  # fmt: skip
 
 
-def patient_cases(subjects: Sequence[str], kinds: Sequence[str], cache_dir: Path) -> list:
+def patient_cases(
+    subjects: Sequence[str], kinds: Sequence[str], cache_dir: Path, masks_file: Path = PATIENT_MASKS
+) -> list:
     """One case per kind on each patient's T1w, in its healthy tissue (its own lesions
-    cut out of every mask), placed as the scorecard places its cases."""
+    cut out of every mask), placed as the scorecard places its cases; a case already in
+    ``masks_file`` keeps its mask there, a new one is added to it."""
     from bidsfill.bids.training import training_scans
-    from bidsfill.train.scorecard import held_out_volumes, make_scorecard_cases
+    from bidsfill.train.scorecard import held_out_volumes, kept_scorecard_cases
 
     scans = training_scans(DATA / "multicontrast", sorted(subjects))
     volumes = held_out_volumes(scans, dict.fromkeys(subjects), cache_dir)
-    return make_scorecard_cases(volumes, kinds, real_masks=DATA / "lesion-masks")
+    return kept_scorecard_cases(volumes, kinds, real_masks=DATA / "lesion-masks",
+                                masks_file=masks_file)  # fmt: skip

@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--one-step", nargs="*", default=[], metavar="LABEL=WEIGHTS",
                    help="further models scored at one evaluation per crop (e.g. the "
                         "direct-prediction fine-tune, the few-step sampler)")  # fmt: skip
+    p.add_argument("--card-sampling", nargs="*", default=[], metavar="LABEL=WEIGHTS",
+                   help="further models filled with their card's own sampling (steps x fills "
+                        "evaluations per crop, e.g. the shipped default's 1 step x 2 fills)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -56,6 +59,9 @@ def main() -> None:
     for item in args.one_step:
         label, _, path = item.partition("=")
         extra.append(FillerSpec(label, "pseudo3d", {**base, "model": path, "steps": 1}))
+    for item in args.card_sampling:
+        label, _, path = item.partition("=")
+        extra.append(FillerSpec(label, "pseudo3d", {"model": path, "device": "cpu"}))
     fillers += extra
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -67,8 +73,9 @@ def main() -> None:
         f"({time.strftime('%Y-%m-%d')}): `{args.model.name}` (sha256 "
         f"{hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]}) on {len(cases)} "
         f"held-out cases ({', '.join(args.subjects)} x "
-        f"{', '.join(args.kinds)}), one sample per fill, DDIM from pure noise. Network "
-        "evaluations per crop (and z-window) = steps. The 1-step fill is the model's direct "
+        f"{', '.join(args.kinds)}), one sample per fill, DDIM from pure noise (rows of "
+        "`--card-sampling`: the card's own sampling). Network evaluations per crop (and "
+        "z-window) = steps x fills averaged. The 1-step fill is the model's direct "
         "(posterior-mean) prediction; no distillation is needed for <= 2 evaluations.",
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, {args.threads} thread(s); "
@@ -80,17 +87,29 @@ def main() -> None:
     points = []
     for f in fillers:
         s = summary.get(f.label, {})
-        evals = f.params.get("steps", 0)
+        evals = _evaluations(f.params)
         lines.append(f"| {f.label} | {evals} | {s.get('brats_psnr_01', float('nan')):.2f} | "
                      f"{s.get('brats_ssim', float('nan')):.4f} | "
                      f"{s.get('seconds', float('nan')):.1f} |")  # fmt: skip
         if evals and f not in extra:
             points.append((evals, s.get("brats_psnr_01"), s.get("brats_ssim")))
-    singles = [(f.label, summary.get(f.label, {})) for f in extra]
+    singles = [(f.label, _evaluations(f.params), summary.get(f.label, {})) for f in extra]
     text = "\n".join(lines)
     print(text)
     write_section(HERE / "RESULTS.md", SECTION, text)
     _plot(points, summary.get("nonlocal", {}), singles, HERE / "sampling_steps.png")
+
+
+def _evaluations(params: dict) -> int:
+    """Network evaluations per crop: DDIM steps x fills averaged (the card's when unset)."""
+    if "model" not in params:
+        return 0
+    if "steps" in params:
+        return int(params["steps"]) * int(params.get("n_samples", 1))
+    from bidsfill.diffusion.card import ModelCard
+
+    card = ModelCard.load(Path(params["model"]).with_suffix(".json"))
+    return int(card.sampling.steps or 1) * int(card.sampling.n_samples or 1)
 
 
 def _plot(points, prefill, singles, path: Path) -> None:  # noqa: ANN001
@@ -103,9 +122,9 @@ def _plot(points, prefill, singles, path: Path) -> None:  # noqa: ANN001
     for ax, i, name, key in ((axes[0], 1, "PSNR01 (dB)", "brats_psnr_01"),
                              (axes[1], 2, "SSIM", "brats_ssim")):  # fmt: skip
         ax.plot([p[0] for p in points], [p[i] for p in points], "o-", label="pseudo3d DDIM")
-        for (label, entry), marker in zip(singles, "s^Dv", strict=False):
+        for (label, evals, entry), marker in zip(singles, "s^Dv", strict=False):
             if key in entry:
-                ax.plot([1], [entry[key]], marker, label=label)
+                ax.plot([evals], [entry[key]], marker, label=label)
         if key in prefill:
             ax.axhline(prefill[key], color="grey", ls="--", label="nonlocal prefill")
         ax.set_xscale("log")

@@ -33,6 +33,8 @@ ROOT = HERE.parent
 DATA = ROOT.parent / "shared" / "data"
 RUNS = ROOT / "runs" / "flair"
 SECTION = "With and without FLAIR (issue 15)"
+#: The cases' masks, kept by the first run (registration differs between machines).
+MASKS = HERE / "flair_masks.npz"
 COLUMNS = [
     ("brats_psnr_01", "PSNR01", "{:.2f}"),
     ("brats_ssim", "SSIM", "{:.3f}"),
@@ -50,13 +52,14 @@ def flair_cases(subjects: list[str], kinds: list[str], cache: Path) -> list:
     """Scorecard-style cases on the held-out patients, each with its FLAIR lesion."""
     from bidsfill.bids.training import training_scans
     from bidsfill.evaluate.simulate import bright_lesion
-    from bidsfill.train.scorecard import held_out_volumes, make_scorecard_cases
+    from bidsfill.train.scorecard import held_out_volumes, kept_scorecard_cases
     from bidsfill.train.validation import ValidationCase
 
     scans = training_scans(DATA / "multicontrast", subjects, flair=True)
     volumes = held_out_volumes(scans, dict.fromkeys(subjects), cache)
+    cases = kept_scorecard_cases(volumes, kinds, real_masks=DATA / "lesion-masks", masks_file=MASKS)
     out = []
-    for i, case in enumerate(make_scorecard_cases(volumes, kinds, real_masks=DATA / "lesion-masks")):
+    for i, case in enumerate(cases):
         vol = case.volume
         flair = bright_lesion(vol.extras["flair"], case.mask, vol.wm, vol.zooms,
                               np.random.default_rng([2026, i]))  # fmt: skip

@@ -10,6 +10,11 @@
 # (bidsfill.evaluate.simulate.bright_lesion), as a patient's FLAIR would.
 #
 #   MINUTES=15 bash scripts/train_flair.sh     # both at once, 1 torch thread each
+# The recipe is the shipped default's stage 4 (scripts/direct_default.sh): timesteps from
+# the noisiest 10 % only (the one-step fill evaluates nothing else), a learning rate at
+# the level stage 4 ended its cycles with, and the default's sampling in the exported
+# cards (1 step, 2 fills, flip, 3 mm edge taper), so each model is scored as the default
+# is. HIGH_T, LR, EMA change it (the first runs used HIGH_T=0.3 LR=1e-4 EMA=0.99).
 # A user with more patients passes their dataset: DATA_DIR=/data/bids SUBJECTS="p1 p2 ..."
 # Resumable: rerun the same command. On a GPU machine add DEVICE=cuda WORKERS=14 BATCH=16.
 set -euo pipefail
@@ -27,8 +32,8 @@ common=(
     --real-masks "$MASKS" --real-max-ml 120
     --mask-kinds real=0.4 ms=0.3 tumour=0.2 cavity=0.1
     --arch pseudo3d --channels 24 48 96 --num-res-blocks 1 --patch 64 64 6 --region 96 96 32
-    --prefill --residual --prediction-type sample --beta-schedule cosine --high-t-fraction 0.3
-    --steps 100000 --batch-size "${BATCH:-4}" --lr 1e-4 --warmup-steps 20 --ema-decay 0.99
+    --prefill --residual --prediction-type sample --beta-schedule cosine --high-t-fraction "${HIGH_T:-1.0}"
+    --steps 100000 --batch-size "${BATCH:-4}" --lr "${LR:-3e-5}" --warmup-steps 20 --ema-decay "${EMA:-0.995}"
     --outside-weight 0.1 --checkpoint-every 25 --val-every 0 --mask-bank 512 --seed 5
     --threads 1 --num-workers "${WORKERS:-1}" --device "${DEVICE:-auto}"
     --max-minutes "$MINUTES" --init-from "$INIT"
@@ -39,7 +44,7 @@ train_one() {
     mkdir -p "$run"
     .venv/bin/python -m bidsfill.cli.train "${common[@]}" "$@" --run-dir "$run" >>"$run/train.out" 2>&1
     .venv/bin/python scripts/export_default.py --run-dir "$run" --out "$run/$name.safetensors" \
-        --sampling '{"steps": 1, "n_samples": 2}' >>"$run/train.out" 2>&1
+        --n-samples 2 --flip --edge-taper 3 >>"$run/train.out" 2>&1
     echo "$name: $(tail -n 1 "$run/train.out")"
 }
 train_one pseudo3d-flair --flair &

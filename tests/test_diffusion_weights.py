@@ -81,3 +81,30 @@ def test_card_needs_architecture(tmp_path):
 
 def test_default_model_path_absent_for_unknown_method():
     assert default_model_path("no-such-method") is None
+
+
+def test_average_weights_is_the_mean_of_the_snapshots_and_names_them(saved, tmp_path):
+    from bidsfill.diffusion.weights import average_weights
+
+    net, first = saved
+    other = build_network("pseudo3d", **CFG)
+    for p in other.parameters():
+        p.data.normal_(0, 0.1)
+    second = save_weights(other, _card(), tmp_path / "other")
+    mean_net, card = average_weights([first, second])
+    for key, value in mean_net.state_dict().items():
+        a, b = net.state_dict()[key], other.state_dict()[key]
+        if value.is_floating_point():
+            assert torch.allclose(value, (a + b) / 2, atol=1e-7)
+    assert [s["name"] for s in card["weight_average"]["sources"]] == ["tiny.safetensors",
+                                                                     "other.safetensors"]  # fmt: skip
+    path = save_weights(mean_net, card, tmp_path / "mean")
+    loaded, _ = load_weights(path)  # a valid model with a matching sha256
+    assert torch.equal(next(loaded.parameters()), next(mean_net.parameters()))
+    small = {**CFG, "channels": [8, 8]}
+    third = save_weights(build_network("pseudo3d", **small), {**_card(), "config": small},
+                         tmp_path / "small")  # fmt: skip
+    with pytest.raises(ValueError, match="not the same network"):
+        average_weights([first, third])
+    with pytest.raises(ValueError, match="at least two"):
+        average_weights([first])

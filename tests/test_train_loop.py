@@ -463,3 +463,23 @@ def test_scorecard_keeps_its_masks_so_another_registration_scores_the_same(tmp_p
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(first, again, strict=True))
     save_case_masks(again[:1], path)  # adding keeps what was there
     assert list(load_case_masks(path)) == [c.name for c in first]
+
+
+def test_kept_scorecard_cases_write_new_masks_once_and_reuse_them(tmp_path):
+    """The patient benchmarks keep their masks through this helper: the first run writes
+    them, a run on another registration scores the same ones and leaves the file alone."""
+    from bidsfill.train.scorecard import kept_scorecard_cases, load_case_masks
+
+    vol = _volume(1)
+    path = tmp_path / "masks.npz"
+    first = kept_scorecard_cases([vol], ["tumour"], real_masks=None, masks_file=path)
+    assert list(load_case_masks(path)) == [first[0].name]
+    written = path.stat().st_mtime_ns, path.read_bytes()
+    moved = TrainVolume(vol.name, vol.image, vol.affine, vol.zooms, np.roll(vol.wm, 3, axis=0),
+                        vol.brain)  # fmt: skip
+    again = kept_scorecard_cases([moved], ["tumour"], real_masks=None, masks_file=path)
+    assert np.array_equal(again[0].mask, first[0].mask)
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == written
+    more = kept_scorecard_cases([moved], ["tumour", "ms"], real_masks=None, masks_file=path)
+    assert [c.name for c in more] == [first[0].name, f"{vol.name}#ms"]
+    assert list(load_case_masks(path)) == [c.name for c in more]

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from bidsfill.diffusion.card import ModelCard
 
-__all__ = ["default_model_path", "file_sha256", "load_weights", "save_weights"]
+__all__ = ["average_weights", "default_model_path", "file_sha256", "load_weights", "save_weights"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -101,6 +101,43 @@ def load_weights(
     model.load_state_dict(state)
     model.to(device).eval()
     return model, card
+
+
+def average_weights(paths: list[str | Path]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The uniform mean of snapshots of one network (stochastic weight averaging, Izmailov
+    et al. 2018) and the first snapshot's card with a ``weight_average`` entry naming each.
+
+    ``torch.optim.swa_utils.AveragedModel`` averages during a run; these snapshots already
+    exist as files, so they are averaged here. Integer buffers keep the first's values.
+
+    Raises:
+        ValueError: fewer than two snapshots, or snapshots of different networks.
+    """
+    if len(paths) < 2:
+        raise ValueError("Give at least two snapshots to average.")
+    loaded = [load_weights(p) for p in paths]
+    first_model, first = loaded[0]
+    for path, (_, card) in zip(paths[1:], loaded[1:], strict=True):
+        if card.architecture != first.architecture or card.config != first.config:
+            raise ValueError(f"{Path(path).name} is not the same network as {Path(paths[0]).name}.")
+    states = [model.state_dict() for model, _ in loaded]
+    mean = {
+        key: torch.stack([s[key].double() for s in states]).mean(0).to(value.dtype)
+        if value.is_floating_point() else value
+        for key, value in states[0].items()
+    }  # fmt: skip
+    first_model.load_state_dict(mean)
+    out = first.to_dict()
+    out.pop("sha256", None)
+    out["weight_average"] = {
+        "method": "uniform mean of the snapshots' weights (SWA, Izmailov et al. 2018)",
+        "sources": [
+            {"name": Path(p).name, "steps": card.to_dict().get("training", {}).get("steps"),
+             "sha256": card.sha256}  # fmt: skip
+            for p, (_, card) in zip(paths, loaded, strict=True)
+        ],
+    }
+    return first_model, out
 
 
 def default_model_path(method: str) -> Path | None:

@@ -42,6 +42,7 @@ __all__ = [
     "make_scorecard_cases",
     "model_params",
     "save_case_masks",
+    "kept_scorecard_cases",
     "markdown_table",
     "per_volume",
     "run_scorecard",
@@ -459,6 +460,24 @@ def make_scorecard_cases(
     return cases
 
 
+def kept_scorecard_cases(
+    volumes: Sequence[Any],
+    kinds: Sequence[str],
+    *,
+    real_masks: str | Path | None,
+    masks_file: str | Path | None,
+    seed: int = 2026,
+) -> list[ValidationCase]:
+    """:func:`make_scorecard_cases` with the masks kept in ``masks_file``: cases it holds
+    keep their masks, and a new case's mask is added to it, so every later run on any
+    machine scores the same masks."""
+    kept = load_case_masks(masks_file)
+    cases = make_scorecard_cases(volumes, kinds, real_masks=real_masks, seed=seed, frozen=kept)
+    if masks_file is not None and any(c.name not in kept for c in cases):
+        save_case_masks(cases, masks_file)
+    return cases
+
+
 def run_scorecard(
     model: str | Path,
     card: ModelCard | dict[str, Any],
@@ -488,10 +507,8 @@ def run_scorecard(
     """
     card = ModelCard.coerce(card)
     volumes = held_out_volumes(scans, held_out, cache_dir)
-    cases = make_scorecard_cases(volumes, kinds, real_masks=real_masks, seed=seed,
-                                 frozen=load_case_masks(masks_file))  # fmt: skip
-    if masks_file is not None:
-        save_case_masks(cases, masks_file)
+    cases = kept_scorecard_cases(volumes, kinds, real_masks=real_masks, seed=seed,
+                                 masks_file=masks_file)  # fmt: skip
     fillers = default_fillers(model, card.architecture, steps, adapt_steps)
     if only:
         fillers = [f for f in fillers if f.label in only]
