@@ -45,15 +45,20 @@ def held_out_cases(subjects: Sequence[str], kinds: Sequence[str], cache_dir: Pat
 
 
 def patient_cases(
-    subjects: Sequence[str], kinds: Sequence[str], cache_dir: Path, masks_file: Path = PATIENT_MASKS
+    subjects: Sequence[str],
+    kinds: Sequence[str],
+    cache_dir: Path,
+    masks_file: Path = PATIENT_MASKS,
+    dataset: Path = DATA / "multicontrast",
 ) -> list:
     """One case per kind on each patient's T1w, in its healthy tissue (its own lesions
     cut out of every mask), placed as the scorecard places its cases; a case already in
-    ``masks_file`` keeps its mask there, a new one is added to it."""
+    ``masks_file`` keeps its mask there, a new one is added to it. ``dataset``: another
+    copy of the patients (``make_coarse_patients.py``), with its own masks file."""
     from bidsfill.bids.training import training_scans
     from bidsfill.train.scorecard import held_out_volumes, kept_scorecard_cases
 
-    scans = training_scans(DATA / "multicontrast", sorted(subjects))
+    scans = training_scans(dataset, sorted(subjects))
     volumes = held_out_volumes(scans, dict.fromkeys(subjects), cache_dir)
     return kept_scorecard_cases(volumes, kinds, real_masks=DATA / "lesion-masks",
                                 masks_file=masks_file)  # fmt: skip

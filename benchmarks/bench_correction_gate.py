@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _heldout import PATIENT_CACHE, PATIENTS, patient_cases
+from _heldout import DATA, PATIENT_CACHE, PATIENT_MASKS, PATIENTS, patient_cases
 from _results import metric_cells, run_line, write_section
 
 HERE = Path(__file__).resolve().parent
@@ -111,6 +111,10 @@ def main() -> None:
     p.add_argument("--gates", nargs="+", type=int, default=list(GATES), metavar="VOXELS")
     p.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
     p.add_argument("--tapers", nargs="+", type=float, default=list(TAPERS), metavar="MM")
+    p.add_argument("--dataset", type=Path, default=DATA / "multicontrast",
+                   help="the patients' dataset; another one (make_coarse_patients.py) keeps "
+                        "its masks in benchmarks/<its name>_masks.npz and its registrations "
+                        "in <it>/cache")  # fmt: skip
     p.add_argument("--section", default=SECTION, help="the RESULTS.md section to write")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args()
@@ -119,9 +123,14 @@ def main() -> None:
     from bidsfill.evaluate.metrics import image_metrics
 
     start, load = time.perf_counter(), os.getloadavg()[0]
+    masks_file = PATIENT_MASKS
+    if args.dataset.resolve() != (DATA / "multicontrast").resolve():
+        masks_file = HERE / f"{args.dataset.name}_masks.npz"
+        if args.cache_dir == PATIENT_CACHE:
+            args.cache_dir = args.dataset / "cache"
     fills = args.cache_dir / "gate"
     fills.mkdir(parents=True, exist_ok=True)
-    cases = patient_cases(args.subjects, args.kinds, args.cache_dir)
+    cases = patient_cases(args.subjects, args.kinds, args.cache_dir, masks_file, args.dataset)
     sha = hashlib.sha256(args.model.read_bytes()).hexdigest()[:12]
     scores: dict[tuple[int, float, float], list[dict[str, float]]] = {}
     grid = [(0, 0.0, 0.0)]  # alpha 0: the prefill alone
@@ -149,7 +158,8 @@ def main() -> None:
     body = "\n".join(
         [
             f"Model `{args.model.name}` (sha256 `{sha}…`), its card's sampling. {len(cases)} "
-            f"cases on patients it never saw ({', '.join(args.subjects)}; kinds "
+            f"cases on patients it never saw ({', '.join(args.subjects)}; dataset "
+            f"{args.dataset.name}; kinds "
             f"{', '.join(args.kinds)}). Alpha 0: the nonlocal prefill alone; gate 0, alpha "
             "1, taper 0: the model's full correction.",
             "",

@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--mask-bank", type=int, default=512,
                       help="Reuse this many drawn masks under fresh augmentation (0: always new).")  # fmt: skip
     data.add_argument("--no-augment", action="store_true", help="Disable augmentation.")
+    data.add_argument("--p-lowres", type=float, default=0.0, metavar="P",
+                      help="Probability that a region gets a coarser acquisition (voxels drawn "
+                           "per axis from --lowres-mm) and is brought back to 1 mm, as the fill "
+                           "brings a coarse scan's crop to the model's grid (default 0).")  # fmt: skip
+    data.add_argument("--lowres-mm", type=float, nargs=2, default=(1.0, 2.2), metavar=("MIN", "MAX"),
+                      help="Range of the simulated voxel size in mm (default 1.0 2.2).")  # fmt: skip
     data.add_argument("--region", type=int, nargs=3, default=[96, 96, 32])
     data.add_argument("--volume-weight", nargs="+", default=[], metavar="NAME=W",
                       help="Relative sampling weight of the training volumes whose name "
@@ -301,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         volume_ml=TRAINING_VOLUME_ML,
         real_max_ml=args.real_max_ml,
     )
-    aug_cfg = None if args.no_augment else AugmentConfig()
+    aug_cfg = None if args.no_augment else AugmentConfig(
+        p_lowres=args.p_lowres, lowres_mm=tuple(args.lowres_mm)
+    )
     weights = [1.0] * len(train_vols)
     for item in args.volume_weight:
         name, _, w = item.partition("=")

@@ -7,7 +7,8 @@ changes also teach the model the robustness that the known-tissue normalisation
 (:func:`bidsfill.diffusion.intensity.fit_intensity_map`: fitted on the unmasked tissue
 around each lesion, not on the whole volume) relies on. Image and lesion mask share the
 spatial transform; the mask is resampled nearest-neighbour and never touched by
-intensity transforms.
+intensity transforms. With ``p_lowres`` a region is also given a coarser acquisition and
+brought back to 1 mm, as the fill brings a 1.6 or 2 mm scan's crop to the model's grid.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from monai.transforms import (
     RandGaussianNoised,
     RandScaleIntensityd,
 )
+from scipy import ndimage
 
 __all__ = ["AugmentConfig", "Augmenter"]
 
@@ -51,6 +53,11 @@ class AugmentConfig:
         scale_intensity: relative intensity scaling.
         p_noise: probability of Gaussian noise.
         noise_std: noise standard deviation relative to the region's 99th percentile.
+        p_lowres: probability of a coarser acquisition (SynthSeg's resolution
+            randomisation, Billot et al. 2023): the training scans are all near 1 mm,
+            while users' scans (and two of the held-out ones) are 1.6-2 mm, whose crops
+            reach the model linearly upsampled.
+        lowres_mm: range of the simulated voxel size, drawn per axis, in mm.
     """
 
     p_spatial: float = 0.8
@@ -68,6 +75,8 @@ class AugmentConfig:
     scale_intensity: float = 0.3
     p_noise: float = 0.5
     noise_std: float = 0.04
+    p_lowres: float = 0.0
+    lowres_mm: tuple[float, float] = (1.0, 2.2)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -168,4 +177,28 @@ class Augmenter:
             std = rng.uniform(0, self.config.noise_std) * level
             chan = chan + (noisy - chan) * std * (chan > 0)
             channels.append(np.clip(chan, 0, None).astype(np.float32))
+        if rng.random() < self.config.p_lowres:
+            mm = rng.uniform(*self.config.lowres_mm, size=3)
+            channels = [coarse_acquisition(c, mm) for c in channels]
+            coarse_mask = coarse_acquisition(out_mask, mm, order=0) > 0.5
+            if coarse_mask.sum() >= 2:
+                out_mask = coarse_mask
         return channels[0], out_mask, channels[1:]
+
+
+def coarse_acquisition(region: np.ndarray, mm: np.ndarray, order: int = 1) -> np.ndarray:
+    """``region`` (1 mm voxels) as a scan of ``mm`` voxels brought back to 1 mm the way the
+    fill brings a crop to the model's grid (:func:`bidsfill.io.resample.resample_box`).
+
+    Images (``order`` 1) are blurred first to the coarser voxel's point spread (a Gaussian
+    of FWHM ``mm``, less the 1 mm already there); masks (``order`` 0) go nearest-neighbour
+    both ways, so they come back blocky as a coarse scan's mask does.
+    """
+    from bidsfill.io.resample import resample_box
+
+    data = np.asarray(region, dtype=np.float32)
+    if order:
+        sigma = np.sqrt(np.maximum(np.asarray(mm, float) ** 2 - 1.0, 0.0)) / 2.3548
+        data = ndimage.gaussian_filter(data, sigma, mode="nearest")
+    shape = tuple(max(2, int(round(n / m))) for n, m in zip(data.shape, mm, strict=True))
+    return resample_box(resample_box(data, shape, order), data.shape, order)
