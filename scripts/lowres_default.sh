@@ -2,8 +2,9 @@
 # Stage 5 candidate of the default (issue 12): the shipped stage-4 model fine-tuned with
 # resolution randomisation (--p-lowres: 30 % of regions get a coarser acquisition, voxels
 # of 1-2.2 mm per axis, and come back to 1 mm as the fill brings a coarse scan's crop to
-# the model's grid). Every training scan is near 1 mm, while users' scans are often 1.6-2
-# mm. Otherwise stage 4's recipe: same data, held-out subjects, crops, mask mix and
+# the model's grid). 14 of the 15 training scans are 0.74-1 mm (sub-ixi012 is 2 mm), while
+# users' scans are often 1.6-2 mm. Tried in session 10, 600 steps: +0.05 dB on coarse copies
+# of the unseen patients, -0.01 dB at 1 mm, so not shipped (README). Otherwise stage 4's recipe: same data, held-out subjects, crops, mask mix and
 # noisiest-10 % timesteps (scripts/direct_default.sh), a cosine decay from 3e-5.
 # Resumable: rerun the same command. It reuses stage 4's registrations and mask bank
 # when runs/pseudo3d-direct holds them (same seed, same scans).

@@ -54,9 +54,9 @@ class AugmentConfig:
         p_noise: probability of Gaussian noise.
         noise_std: noise standard deviation relative to the region's 99th percentile.
         p_lowres: probability of a coarser acquisition (SynthSeg's resolution
-            randomisation, Billot et al. 2023): the training scans are all near 1 mm,
-            while users' scans (and two of the held-out ones) are 1.6-2 mm, whose crops
-            reach the model linearly upsampled.
+            randomisation, Billot et al. 2023): the default's training scans are mostly
+            near 1 mm, while users' scans (and two of the held-out ones) are often 1.6-2
+            mm, whose crops reach the model linearly upsampled.
         lowres_mm: range of the simulated voxel size, drawn per axis, in mm.
     """
 
