@@ -4,7 +4,8 @@ The shipped model predicts the clean correction directly (``prediction_type: sam
 so one DDIM step from pure noise is its posterior-mean estimate: the direct-prediction
 route of fastWDM3D, used as the few-step sampler instead of a distillation. This script
 measures what more steps buy: it fills held-out scorecard cases (the scorecard's
-subjects, masks and metrics, without the tissue segmentations) with DDIM at 1, 2, 5, 10
+subjects, masks and metrics, without the tissue segmentations; rows cached beside the
+scorecard's, keyed by case, sampler and weights) with DDIM at 1, 2, 5, 10
 and 20 steps (``--steps`` for others), one sample each, and records masked PSNR01 and
 SSIM against evaluations, plus the nonlocal prefill alone, in "## Quality against
 network evaluations" of RESULTS.md and ``sampling_steps.png``.
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _heldout import held_out_cases
+from _heldout import CACHE, held_out_cases
 from _results import write_section
 
 HERE = Path(__file__).resolve().parent
@@ -49,24 +50,25 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from bidsfill.train.scorecard import FillerSpec, score_cases, summarise
+    from bidsfill.train.scorecard import FillerSpec, model_params, score_cases, summarise
 
     cases = held_out_cases(args.subjects, args.kinds)
-    base = {"model": str(args.model), "device": "cpu", "n_samples": 1}
+    base = {**model_params(args.model), "n_samples": 1}  # keyed by the weights' sha256
     fillers = [FillerSpec("nonlocal", "nonlocal")]
     fillers += [FillerSpec(f"ddim{k}", "pseudo3d", {**base, "steps": k}) for k in args.steps]
     extra = []
     for item in args.one_step:
         label, _, path = item.partition("=")
-        extra.append(FillerSpec(label, "pseudo3d", {**base, "model": path, "steps": 1}))
+        extra.append(FillerSpec(label, "pseudo3d", {**base, **model_params(path), "steps": 1}))
     for item in args.card_sampling:
         label, _, path = item.partition("=")
-        extra.append(FillerSpec(label, "pseudo3d", {"model": path, "device": "cpu"}))
+        extra.append(FillerSpec(label, "pseudo3d", model_params(path)))
     fillers += extra
     load = os.getloadavg()[0]
     start = time.perf_counter()
     rows = score_cases(cases, fillers, tissues=False, n_threads=args.threads,
-                       log=lambda m: print(m, flush=True))  # fmt: skip
+                       log=lambda m: print(m, flush=True),
+                       cache=CACHE / "sampling_steps_rows.jsonl")  # fmt: skip
     summary = summarise(rows)
     lines = [
         f"`python benchmarks/bench_sampling_steps.py {' '.join(sys.argv[1:])}` "
@@ -118,7 +120,7 @@ def _plot(points, prefill, singles, path: Path) -> None:  # noqa: ANN001
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.7))
     for ax, i, name, key in ((axes[0], 1, "PSNR01 (dB)", "brats_psnr_01"),
                              (axes[1], 2, "SSIM", "brats_ssim")):  # fmt: skip
         ax.plot([p[0] for p in points], [p[i] for p in points], "o-", label="pseudo3d DDIM")
@@ -130,8 +132,9 @@ def _plot(points, prefill, singles, path: Path) -> None:  # noqa: ANN001
         ax.set_xscale("log")
         ax.set_xlabel("network evaluations per crop")
         ax.set_ylabel(name)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    # below both panels: inside, it hid the 1-2 evaluation points or the curve
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=110)
 
 
