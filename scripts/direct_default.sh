@@ -19,7 +19,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_training.sh runs/pseudo3d-direct
-DATA=${DATA:-$(cd .. && pwd)/shared/data}
 if [ ! -f "$RUN_DIR/init/pseudo3d.safetensors" ]; then
     mkdir -p "$RUN_DIR/init" runs/pseudo3d-residual
     if [ ! -f runs/pseudo3d-residual/latest.json ]; then  # stage 3's committed resume state
@@ -29,14 +28,8 @@ if [ ! -f "$RUN_DIR/init/pseudo3d.safetensors" ]; then
         --out "$RUN_DIR/init/pseudo3d.safetensors"
 fi
 nohup .venv/bin/python -m bidsfill.cli.train \
-    --mni --bids-dir "$DATA/healthy-t1w" \
-    --participant-label ds2748s52 ds2748s53 ds2748s54 ds2748s55 ds2748s56 ds2748s57 \
-        ds2748s58 ds2748s59 ds2748s60 ixi012 phadni01 niimath01 spm152 cit168 \
-    --real-masks "$DATA/lesion-masks" --real-max-ml 120 \
-    --mask-kinds real=0.4 ms=0.3 tumour=0.1 cavity=0.1 random=0.1 \
-    --run-dir "$RUN_DIR" --arch pseudo3d --channels 24 48 96 --num-res-blocks 1 \
-    --patch 64 64 6 --region 96 96 32 --prediction-type sample --beta-schedule cosine \
-    --prefill --residual --high-t-fraction 1.0 \
+    "${RESIDUAL_DATA[@]}" \
+    --run-dir "$RUN_DIR" "${RESIDUAL_NETWORK[@]}" --high-t-fraction 1.0 \
     --steps "${STEPS:-2000}" --batch-size "${BATCH:-4}" --lr 1e-4 --warmup-steps 20 --ema-decay 0.995 \
     --outside-weight 0.1 --checkpoint-every 50 --val-every 0 \
     --mask-bank 1024 --seed 4 --threads "$THREADS" --num-workers "${WORKERS:-1}" \
