@@ -51,8 +51,10 @@ PER_CASE = {(0, 0.0, 0.0): "prefill", (0, 1.0, 0.0): "full correction",
             (0, 1.0, 3.0): "3 mm taper"}  # fmt: skip
 
 
-def _fills(case, model: Path, cache: Path, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """The case's prefill and default fill, cached by mask and model."""
+def _fills(
+    case, model: Path, cache: Path, threads: int, shift: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The case's prefill and default fill, cached by mask, model and crop shift."""
     import torch
 
     from bidsfill.diffusion.inference import inpaint_volume
@@ -61,6 +63,8 @@ def _fills(case, model: Path, cache: Path, threads: int) -> tuple[np.ndarray, np
 
     digest = hashlib.sha256(np.packbits(case.mask).tobytes())
     digest.update(hashlib.sha256(model.read_bytes()).digest())
+    if shift is not None:  # the card's shift otherwise (none in the fills cached before)
+        digest.update(f"shift={shift}".encode())
     path = cache / f"{case.name.replace('#', '_').replace(':', '_')}-{digest.hexdigest()[:12]}.npz"
     if path.exists():
         got = np.load(path)
@@ -70,7 +74,7 @@ def _fills(case, model: Path, cache: Path, threads: int) -> tuple[np.ndarray, np
     net, card = load_weights(model, device="cpu")
     torch.set_num_threads(threads)
     out = inpaint_volume(image, case.mask, net, card, zooms=zooms, seed=0, edge_taper_mm=0,
-                         extra_images={"prefill": prefill})  # fmt: skip
+                         shift_voxels=shift, extra_images={"prefill": prefill})  # fmt: skip
     np.savez_compressed(path, prefill=prefill[case.mask], model=out.mean[case.mask])
     return prefill[case.mask], out.mean[case.mask]
 
@@ -115,6 +119,8 @@ def main() -> None:
                    help="the patients' dataset; another one (make_coarse_patients.py) keeps "
                         "its masks in benchmarks/<its name>_masks.npz and its registrations "
                         "in <it>/cache")  # fmt: skip
+    p.add_argument("--shift", type=int, default=None, metavar="VOXELS",
+                   help="crop shift of the samples after the first (default: the card's)")
     p.add_argument("--section", default=SECTION, help="the RESULTS.md section to write")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args()
@@ -139,7 +145,7 @@ def main() -> None:
     per_case = ["| case | voxels | " + " | ".join(per_case_keys.values()) + " |",
                 "|---|---|" + "---|" * len(per_case_keys)]  # fmt: skip
     for case in cases:
-        prefill, model = _fills(case, args.model, fills, args.threads)
+        prefill, model = _fills(case, args.model, fills, args.threads, args.shift)
         truth = case.volume.image
         labels = lesion_components(case.mask)[case.mask]
         sizes = np.bincount(labels)[labels]
@@ -157,7 +163,9 @@ def main() -> None:
                      + " | ".join(metric_cells(means, COLUMNS)) + " |")  # fmt: skip
     body = "\n".join(
         [
-            f"Model `{args.model.name}` (sha256 `{sha}…`), its card's sampling. {len(cases)} "
+            f"Model `{args.model.name}` (sha256 `{sha}…`), its card's sampling"
+            + ("" if args.shift is None else f" with crops shifted {args.shift} voxels")
+            + f". {len(cases)} "
             f"cases on patients it never saw ({', '.join(args.subjects)}; dataset "
             f"{args.dataset.name}; kinds "
             f"{', '.join(args.kinds)}). Alpha 0: the nonlocal prefill alone; gate 0, alpha "

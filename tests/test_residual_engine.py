@@ -169,6 +169,44 @@ def test_flipped_views_keep_the_prefill_identity_and_the_outside(zooms):
     assert not np.allclose(runs[2, False][mask], runs[2, True][mask])  # the second view is mirrored
 
 
+@pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)])
+def test_shifted_views_keep_the_prefill_identity_and_the_outside(zooms):
+    img, mask = _case()
+    zero, card = _model(zero=True)
+    out = inpaint_volume(img, mask, zero, card, steps=1, n_samples=3, flip=True, shift_voxels=2,
+                         zooms=zooms, seed=1, prefill=classical_prefill)  # fmt: skip
+    assert np.array_equal(out.mean, classical_prefill(img, mask, zooms))
+    net, card = _model(zero=False)
+    runs = {
+        shift: inpaint_volume(img, mask, net, card, steps=1, n_samples=2, flip=True,
+                              shift_voxels=shift, zooms=zooms, seed=1,
+                              prefill=classical_prefill)
+        for shift in (None, 0, 2)
+    }  # fmt: skip
+    for out in runs.values():
+        assert np.array_equal(out.mean[~mask], img[~mask])
+        assert out.std is not None and np.all(out.std[mask] >= 0)
+    assert np.array_equal(runs[None].mean, runs[0].mean)  # no card default: no shift
+    assert not np.allclose(runs[0].mean[mask], runs[2].mean[mask])  # the second view moved
+
+
+def test_shifted_grid_moves_the_box_inside_the_volume_only():
+    from bidsfill.diffusion.crops import Crop, CropGrid, shifted_grid
+    from bidsfill.diffusion.inference import sample_views
+
+    grid = CropGrid.native(Crop((2, 10, 0), (18, 26, 8), labels=(1,)))
+    moved = shifted_grid(grid, (4, -4, 0), (40, 40, 8))
+    assert (moved.crop.start, moved.crop.stop) == ((6, 6, 0), (22, 22, 8))
+    assert moved.crop.labels == (1,) and moved.pad == grid.pad
+    clipped = shifted_grid(grid, (-4, 20, 0), (40, 30, 8))  # clipped at both volume edges
+    assert (clipped.crop.start, clipped.crop.stop) == ((0, 14, 0), (16, 30, 8))
+    padded = CropGrid.native(Crop((0, 10, 0), (12, 26, 8), ((4, 0), (0, 0), (0, 0))))
+    assert shifted_grid(padded, (3, 3, 0), (40, 40, 8)).crop.start == (0, 13, 0)
+    views = sample_views(3, True, (2, 1))
+    assert views == [(False, (0, 0, 0)), (True, (2, 1, 0)), (False, (-2, 1, 0))]
+    assert sample_views(2, False, (0, 0)) == [(False, (0, 0, 0)), (False, (0, 0, 0))]
+
+
 def test_flip_default_comes_from_the_card():
     from bidsfill.diffusion.card import ModelCard
     from bidsfill.diffusion.sampling import SamplingPlan

@@ -201,6 +201,7 @@ class SamplingDefaults:
     n_samples: int | None = None
     flip: bool | None = None
     edge_taper_mm: float | None = None
+    shift_voxels: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SamplingDefaults:
@@ -212,9 +213,9 @@ class SamplingDefaults:
                    edge_taper_mm=None if taper is None else float(taper))  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            k: int(v) for k, v in (("steps", self.steps), ("n_samples", self.n_samples)) if v
-        }
+        pairs = (("steps", self.steps), ("n_samples", self.n_samples),
+                 ("shift_voxels", self.shift_voxels))  # fmt: skip
+        out: dict[str, Any] = {k: int(v) for k, v in pairs if v}
         if self.flip is not None:
             out["flip"] = bool(self.flip)
         if self.edge_taper_mm is not None:

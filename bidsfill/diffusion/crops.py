@@ -14,7 +14,7 @@ spec (:mod:`bidsfill.diffusion.architectures`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -283,6 +283,20 @@ class CropGrid:
         ]
         native_shape = tuple(b - a for a, b in zip(self.crop.start, self.crop.stop, strict=True))
         return resample_box(inner, native_shape, 1) if self.model_shape is not None else inner
+
+
+def shifted_grid(grid: CropGrid, offset: tuple[int, ...], shape: tuple[int, ...]) -> CropGrid:
+    """The same crop with its box moved by ``offset`` native voxels, as far as the volume
+    allows; an axis padded at the volume's edge stays put (the padding must stay next
+    to the edge). Size, padding and model-grid shape are unchanged, so the network sees
+    the same anatomy at another phase of its downsampling (test-time augmentation)."""
+    start, stop = [], []
+    for a, b, d, n, pad in zip(grid.crop.start, grid.crop.stop, offset, shape, grid.pad,
+                               strict=True):  # fmt: skip
+        d = 0 if any(pad) else int(np.clip(d, -a, n - b))
+        start.append(a + d)
+        stop.append(b + d)
+    return replace(grid, crop=replace(grid.crop, start=tuple(start), stop=tuple(stop)))
 
 
 def crop_grids(

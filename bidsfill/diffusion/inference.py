@@ -21,7 +21,13 @@ from scipy import ndimage
 
 from bidsfill.diffusion.card import ModelCard
 from bidsfill.diffusion.conditioning import extra_channels
-from bidsfill.diffusion.crops import blend_weights, crop_grids, lesion_components, z_windows
+from bidsfill.diffusion.crops import (
+    blend_weights,
+    crop_grids,
+    lesion_components,
+    shifted_grid,
+    z_windows,
+)
 from bidsfill.diffusion.intensity import tissue_reference
 from bidsfill.diffusion.pipeline import Preparation
 from bidsfill.diffusion.samplers import sample, sample_repaint
@@ -302,6 +308,30 @@ def _prepare_view(
     )  # fmt: skip
 
 
+#: In-plane directions of the crop shifts of samples 1, 2, ... (sample 0 is unmoved).
+SHIFT_DIRECTIONS = ((1, 1), (-1, 1), (1, -1), (-1, -1))
+
+
+def sample_views(n_samples: int, flip: bool, shift: tuple[int, int]) -> list[tuple]:
+    """(mirrored?, native (x, y, z) offset of the crop box) of each sample of the mean:
+    every other sample mirrored (``flip``), every sample after the first moved by
+    ``shift`` voxels in turn along :data:`SHIFT_DIRECTIONS`."""
+    views = []
+    for i in range(n_samples):
+        sx, sy = SHIFT_DIRECTIONS[(i - 1) % len(SHIFT_DIRECTIONS)] if i else (0, 0)
+        views.append((flip and i % 2 == 1, (sx * shift[0], sy * shift[1], 0)))
+    return views
+
+
+def _native_shift(plan: SamplingPlan, pre: Any, zooms: tuple[float, ...]) -> tuple[int, int]:
+    """The plan's shift in model voxels as native in-plane voxels (at least 1 when on)."""
+    s = int(plan.shift_voxels or 0)
+    if not s:
+        return (0, 0)
+    voxel = pre.voxel_size or zooms
+    return tuple(max(1, round(s * float(v) / float(z))) for v, z in zip(voxel[:2], zooms[:2], strict=True))
+
+
 def inpaint_volume(
     image: np.ndarray,
     mask: np.ndarray,
@@ -369,16 +399,21 @@ def inpaint_volume(
     if plan.adapt_steps:
         net = _adapted(net, card, image, mask, zooms, plan.adapt_steps, seed, device, reference,
                        prefill)  # fmt: skip
+    count = np.zeros(image.shape, dtype=np.int32)
+    views = sample_views(n_samples, bool(plan.flip), _native_shift(plan, pre, zooms))
     calls = 0
     net.eval()
     for done, grid in enumerate(grids, start=1):
-        sl = grid.crop.slices
-        views = [_prepare_view(image[sl], mask[sl], extras_full, sl, grid, spec, pre, reference,
-                               flipped=f) for f in ((False, True) if plan.flip else (False,))]  # fmt: skip
-        # Context boxes may overlap; each lesion is filled by the one crop made for it.
-        own = np.isin(components[sl], grid.crop.labels)
-        for i in range(n_samples):
-            prep = views[i % len(views)]
+        prepared: dict[tuple, tuple] = {}
+        for flipped, offset in views:
+            view_grid = shifted_grid(grid, offset, image.shape)
+            sl = view_grid.crop.slices
+            key = (flipped, view_grid.crop.start)
+            if key not in prepared:
+                prepared[key] = (sl, _prepare_view(image[sl], mask[sl], extras_full, sl,
+                                                   view_grid, spec, pre, reference,
+                                                   flipped=flipped))  # fmt: skip
+            sl, prep = prepared[key]
             with torch.inference_mode():
                 vol, k = _sample_crop(
                     net, card, plan, prep, generator=generator, device=device,
@@ -386,17 +421,21 @@ def inpaint_volume(
                 )  # fmt: skip
             calls += k
             filled = prep.inverse(vol)
-            if i % len(views):
+            if flipped:
                 filled = filled[::-1]
+            # Context boxes may overlap; each lesion is filled by the one crop made for it.
+            own = np.isin(components[sl], grid.crop.labels)
             total[sl][own] += filled[own]
             total_sq[sl][own] += filled[own] ** 2
+            count[sl][own] += 1
         if progress is not None:
             progress(done, len(grids))
-    mean = total / n_samples
+    n = np.maximum(count, 1)
+    mean = total / n
     std = None
     if n_samples > 1:
-        var = np.maximum(total_sq / n_samples - mean**2, 0.0) * n_samples / (n_samples - 1)
-        std = np.where(mask, np.sqrt(var), 0.0).astype(np.float32)
+        var = np.maximum(total_sq / n - mean**2, 0.0) * n / np.maximum(n - 1, 1)
+        std = np.where(mask & (count > 1), np.sqrt(var), 0.0).astype(np.float32)
     if plan.edge_taper_mm:  # the samples' spread shrinks with the correction it comes from
         mean, taper = taper_correction(extra_images["prefill"], mean, mask, zooms,
                                        plan.edge_taper_mm)  # fmt: skip

@@ -46,6 +46,10 @@ class SamplingPlan:
             full strength at this depth (mm), so the voxels next to known tissue stay
             close to the classical prefill, which is good there; 0: off; None: the
             card's default, else off.
+        shift_voxels: fill sample i of the mean from the crop box moved by a fixed
+            in-plane offset of this many model voxels (sample 0 unmoved; test-time
+            augmentation: the U-Net's downsampling meets the anatomy at another phase, so
+            the views err differently); 0: off; None: the card's default, else off.
     """
 
     sampler: str = "ddim"
@@ -59,6 +63,7 @@ class SamplingPlan:
     adapt_steps: int = 0
     flip: bool | None = None
     edge_taper_mm: float | None = None
+    shift_voxels: int | None = None
 
     def __post_init__(self) -> None:
         sampler = (self.sampler or "ddim").lower()
@@ -81,6 +86,10 @@ class SamplingPlan:
         set_(self, "flip", None if self.flip is None else bool(self.flip))
         taper = self.edge_taper_mm
         set_(self, "edge_taper_mm", None if taper is None else float(taper))
+        shift = self.shift_voxels
+        if shift is not None and int(shift) < 0:
+            raise ValueError(f"--shift must be at least 0 voxels, got {shift}.")
+        set_(self, "shift_voxels", None if shift is None else int(shift))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SamplingPlan:
@@ -114,7 +123,10 @@ class SamplingPlan:
                 f"--edge-taper needs a model that corrects a classical prefill; {card.name} "
                 "fills the mask itself."
             )
-        keep = {"n_samples": n, "flip": flip, "edge_taper_mm": taper}
+        shift = self.shift_voxels
+        if shift is None:
+            shift = int(card.sampling.shift_voxels or 0)
+        keep = {"n_samples": n, "flip": flip, "edge_taper_mm": taper, "shift_voxels": shift}
         if self.sampler == "ddpm":
             return dataclasses.replace(self, steps=T, eta=1.0, **keep)
         k = self.steps or min(card.sampling.steps or DEFAULT_STEPS, T)
