@@ -52,9 +52,10 @@ PER_CASE = {(0, 0.0, 0.0): "prefill", (0, 1.0, 0.0): "full correction",
 
 
 def _fills(
-    case, model: Path, cache: Path, threads: int, shift: int | None = None
+    case, model: Path, cache: Path, threads: int, shift: int | None = None,
+    n_samples: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The case's prefill and default fill, cached by mask, model and crop shift."""
+    """The case's prefill and default fill, cached by mask, model, crop shift and samples."""
     import torch
 
     from bidsfill.diffusion.inference import inpaint_volume
@@ -65,6 +66,8 @@ def _fills(
     digest.update(hashlib.sha256(model.read_bytes()).digest())
     if shift is not None:  # the card's shift otherwise (none in the fills cached before)
         digest.update(f"shift={shift}".encode())
+    if n_samples is not None:
+        digest.update(f"n_samples={n_samples}".encode())
     path = cache / f"{case.name.replace('#', '_').replace(':', '_')}-{digest.hexdigest()[:12]}.npz"
     if path.exists():
         got = np.load(path)
@@ -74,7 +77,7 @@ def _fills(
     net, card = load_weights(model, device="cpu")
     torch.set_num_threads(threads)
     out = inpaint_volume(image, case.mask, net, card, zooms=zooms, seed=0, edge_taper_mm=0,
-                         shift_voxels=shift, extra_images={"prefill": prefill})  # fmt: skip
+                         shift_voxels=shift, n_samples=n_samples, extra_images={"prefill": prefill})  # fmt: skip
     np.savez_compressed(path, prefill=prefill[case.mask], model=out.mean[case.mask])
     return prefill[case.mask], out.mean[case.mask]
 
@@ -121,6 +124,8 @@ def main() -> None:
                         "in <it>/cache")  # fmt: skip
     p.add_argument("--shift", type=int, default=None, metavar="VOXELS",
                    help="crop shift of the samples after the first (default: the card's)")
+    p.add_argument("--n-samples", type=int, default=None,
+                   help="fills averaged (default: the card's)")
     p.add_argument("--section", default=SECTION, help="the RESULTS.md section to write")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args()
@@ -145,7 +150,8 @@ def main() -> None:
     per_case = ["| case | voxels | " + " | ".join(per_case_keys.values()) + " |",
                 "|---|---|" + "---|" * len(per_case_keys)]  # fmt: skip
     for case in cases:
-        prefill, model = _fills(case, args.model, fills, args.threads, args.shift)
+        prefill, model = _fills(case, args.model, fills, args.threads, args.shift,
+                                args.n_samples)
         truth = case.volume.image
         labels = lesion_components(case.mask)[case.mask]
         sizes = np.bincount(labels)[labels]
@@ -165,6 +171,7 @@ def main() -> None:
         [
             f"Model `{args.model.name}` (sha256 `{sha}…`), its card's sampling"
             + ("" if args.shift is None else f" with crops shifted {args.shift} voxels")
+            + ("" if args.n_samples is None else f", {args.n_samples} fills")
             + f". {len(cases)} "
             f"cases on patients it never saw ({', '.join(args.subjects)}; dataset "
             f"{args.dataset.name}; kinds "

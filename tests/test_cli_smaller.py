@@ -104,6 +104,21 @@ def test_gpus_default_is_the_cuda_devices(tiny_bids, tmp_path, monkeypatch):
     assert config.nipype.n_gpu_procs == 3
 
 
+def test_shift_reaches_the_fill_node_and_zero_is_kept(tiny_bids, tmp_path):
+    from bidsfill.diffusion.sampling import SamplingPlan
+    from bidsfill.fill.methods import fill_method
+
+    argv = [str(tiny_bids), str(tmp_path / "out"), "participant"]
+    for extra, expected in (([], None), (["--shift", "2"], 2), (["--shift", "0"], 0)):
+        _set_config(build_parser().parse_args([*argv, *extra]), argv)
+        plan = SamplingPlan.from_params(config.workflow.get())
+        assert plan.shift_voxels == expected
+        assert fill_method("pseudo3d").fill_params(plan).get("shift_voxels") == expected
+    assert "shift_voxels" not in fill_method("nawm").fill_params(SamplingPlan(shift_voxels=2))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--shift", "-1"])
+
+
 @pytest.mark.parametrize(
     "visible, expected",
     [(None, 2), ("0", 1), ("1,0", 2), ("0,1,2", 2), ("", 0), ("-1", 0), ("0,-1,1", 1),

@@ -115,7 +115,9 @@ def describe_model(path: Path) -> str:
         f"{sampling.get('n_samples', 1)}"
         + (", every other from the mirrored crop" if sampling.get("flip") else "")
         + (f", correction tapered over {sampling['edge_taper_mm']:g} mm from the mask edge"
-           if sampling.get("edge_taper_mm") else ""),
+           if sampling.get("edge_taper_mm") else "")
+        + (f", later samples from crops shifted {sampling['shift_voxels']} voxels"
+           if sampling.get("shift_voxels") else ""),
         f"  scorecard: {_scorecard(card, arch)}",
         f"  card: {path.with_suffix('.json')}",
     ])  # fmt: skip

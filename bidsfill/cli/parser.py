@@ -247,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a residual model's correction rises linearly from the mask edge "
                              "to full strength at this depth; 0 turns it off (default: the "
                              "model card's)")  # fmt: skip
+    g_fill.add_argument("--shift", dest="shift_voxels", type=nonneg, default=None,
+                        metavar="VOXELS",
+                        help="fill every sample after the first from the crop moved in-plane "
+                             "by this many model voxels (test-time augmentation); 0 turns it "
+                             "off (default: the model card's)")  # fmt: skip
     g_fill.add_argument("--jump-length", type=positive, default=5, metavar="J",
                         help="RePaint: steps jumped back before resampling")  # fmt: skip
     g_fill.add_argument("--jump-n-sample", type=positive, default=2, metavar="R",

@@ -155,7 +155,7 @@ def diffusion_fill(
 
     ``plan`` is the sampling; without one, the SamplingPlan fields among ``params``
     (sampler, steps, eta, n_samples, device, jump_length, jump_n_sample, feather,
-    adapt_steps, flip, edge_taper_mm) make it. It is resolved against the model's card here, once.
+    adapt_steps, flip, edge_taper_mm, shift_voxels) make it. It is resolved against the model's card here, once.
     """
     try:
         plan = plan or SamplingPlan.from_params(params)
@@ -200,6 +200,7 @@ def diffusion_fill(
         "Feather": plan.feather,
         "Flip": bool(plan.flip),
         "EdgeTaperMM": plan.edge_taper_mm,
+        "ShiftVoxels": plan.shift_voxels,
         "AdaptSteps": plan.adapt_steps,
     }
     params_out.update(conditioning)
