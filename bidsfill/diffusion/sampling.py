@@ -105,8 +105,9 @@ class SamplingPlan:
         """The plan with the model's decisions filled in.
 
         DDPM runs all T training steps with eta 1. DDIM takes the user's steps, else the
-        card's default (capped at T), else :data:`DEFAULT_STEPS`; samples, flips and the
-        edge taper likewise default to the card's, else 1, off and off.
+        card's default (capped at T), else :data:`DEFAULT_STEPS`; samples, flips, the
+        edge taper and the crop shift likewise default to the card's, else 1, off, off
+        and off.
 
         Raises:
             ValueError: DDIM steps outside 1..T; an edge taper for a model that does not
