@@ -410,10 +410,11 @@ def inpaint_volume(
             sl = view_grid.crop.slices
             key = (flipped, view_grid.crop.start)
             if key not in prepared:
-                prepared[key] = (sl, _prepare_view(image[sl], mask[sl], extras_full, sl,
-                                                   view_grid, spec, pre, reference,
-                                                   flipped=flipped))  # fmt: skip
-            sl, prep = prepared[key]
+                prep = _prepare_view(image[sl], mask[sl], extras_full, sl, view_grid, spec, pre,
+                                     reference, flipped=flipped)  # fmt: skip
+                # Context boxes may overlap; each lesion is filled by the one crop made for it.
+                prepared[key] = (prep, np.isin(components[sl], grid.crop.labels))
+            prep, own = prepared[key]
             with torch.inference_mode():
                 vol, k = _sample_crop(
                     net, card, plan, prep, generator=generator, device=device,
@@ -423,8 +424,6 @@ def inpaint_volume(
             filled = prep.inverse(vol)
             if flipped:
                 filled = filled[::-1]
-            # Context boxes may overlap; each lesion is filled by the one crop made for it.
-            own = np.isin(components[sl], grid.crop.labels)
             total[sl][own] += filled[own]
             total_sq[sl][own] += filled[own] ** 2
             count[sl][own] += 1
