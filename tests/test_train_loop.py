@@ -119,6 +119,31 @@ def test_lr_schedule_warms_up_then_decays():
     assert f[-1] == pytest.approx(0.1, abs=1e-3)
 
 
+def test_log_mse_counts_each_crop_alike_whatever_its_lesion_volume():
+    """Pooled MSE weighs a crop by its lesion voxels; the log-MSE loss averages each crop's
+    log(MSE + eps), so halving the error of a 1-voxel lesion counts as much as halving
+    the error of a 500-voxel lesion."""
+    target = torch.zeros(2, 1, 8, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8, 8)
+    mask[0, 0, 4, 4, 4] = 1  # a tiny lesion
+    mask[1].view(-1)[:500] = 1  # a large one
+    out = mask * 0.2
+
+    def halved(i: int) -> torch.Tensor:
+        o = out.clone()
+        o[i] *= 0.5**0.5
+        return o
+
+    pooled = [float(weighted_loss(halved(i), target, mask, 0.0)) for i in (0, 1)]
+    log = [float(weighted_loss(halved(i), target, mask, 0.0, 1e-6)) for i in (0, 1)]
+    assert abs(pooled[0] - pooled[1]) > 0.01  # pooled: the large crop decides
+    assert log[0] == pytest.approx(log[1], abs=1e-4)
+    per_crop = torch.tensor([0.04, 0.04])  # each crop's own MSE, outside weighing 0
+    assert float(weighted_loss(out, target, mask, 0.0, 1e-6)) == pytest.approx(
+        float(torch.log(per_crop + 1e-6).mean()), abs=1e-5
+    )
+
+
 @pytest.mark.slow
 def test_a_few_steps_lower_the_loss(tmp_path):
     ds = _dataset(augment=False)

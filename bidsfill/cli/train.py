@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--high-t-fraction", type=float, default=0.0,
                       help="Share of timesteps drawn from the noisiest 10 %% (few-step fills).")  # fmt: skip
     loop.add_argument("--outside-weight", type=float, default=0.1)
+    loop.add_argument("--log-mse-eps", type=float, default=0.0,
+                      help="0: one MSE pooled over the batch; > 0: the mean of each crop's "
+                           "log(MSE + eps), so small lesions count as much as large ones")  # fmt: skip
     loop.add_argument("--checkpoint-every", type=int, default=100)
     loop.add_argument("--val-every", type=int, default=0)
     loop.add_argument("--log-every", type=int, default=10)
@@ -351,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         ema_decay=args.ema_decay,
         grad_clip=args.grad_clip,
         outside_weight=args.outside_weight,
+        log_mse_eps=args.log_mse_eps,
         checkpoint_every=args.checkpoint_every,
         val_every=args.val_every,
         val_steps=args.val_steps,

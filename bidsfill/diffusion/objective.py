@@ -23,9 +23,19 @@ def sample_timesteps(
 
 
 def weighted_loss(
-    output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, outside_weight: float
+    output: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    outside_weight: float,
+    log_eps: float = 0.0,
 ) -> torch.Tensor:
     """MSE weighted toward the mask: weight 1 inside, ``outside_weight`` outside.
+
+    ``log_eps`` 0 pools every voxel of the batch, so a crop with a large lesion outweighs
+    one with a small lesion by its voxel count. ``log_eps`` > 0 takes each crop's own
+    weighted MSE and averages ``log(mse + log_eps)`` over the crops: the mean PSNR of the
+    crops, which is how the scorecard averages cases (each case's PSNR counts once,
+    whatever its lesion volume); ``log_eps`` keeps near-perfect crops from dominating.
 
     A wavelet model's output has the sub-bands at half resolution while its mask is in
     image space: a coefficient counts as inside when any voxel of its 2x2x2 block is
@@ -35,4 +45,8 @@ def weighted_loss(
         factor = mask.shape[-1] // output.shape[-1]
         mask = torch.nn.functional.max_pool3d(mask.float(), factor)
     w = (mask + outside_weight * (1 - mask)).expand_as(output)
-    return (w * (output.float() - target.float()) ** 2).sum() / w.sum().clamp(min=1e-8)
+    err = w * (output.float() - target.float()) ** 2
+    if log_eps <= 0:
+        return err.sum() / w.sum().clamp(min=1e-8)
+    per_crop = err.flatten(1).sum(1) / w.flatten(1).sum(1).clamp(min=1e-8)
+    return torch.log(per_crop + log_eps).mean()

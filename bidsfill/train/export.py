@@ -71,6 +71,7 @@ def export_checkpoint(
                 "ema_decay",
                 "grad_clip",
                 "outside_weight",
+                "log_mse_eps",
                 "seed",
                 "high_t_fraction",
             )

@@ -67,6 +67,8 @@ class TrainConfig:
         ema_decay: EMA decay (with the usual (1 + s) / (10 + s) ramp at the start).
         grad_clip: max gradient norm.
         outside_weight: loss weight of voxels outside the mask (inside weighs 1).
+        log_mse_eps: 0 pools the squared error of the whole batch; > 0 averages each
+            crop's log(MSE + eps) instead (``weighted_loss``): every crop counts alike.
         amp: bf16 autocast on CUDA.
         checkpoint_every: steps between checkpoints.
         val_every: steps between validations (0: never).
@@ -102,6 +104,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     outside_weight: float = 0.1
+    log_mse_eps: float = 0.0
     amp: bool = True
     checkpoint_every: int = 100
     val_every: int = 0
@@ -335,7 +338,7 @@ def train(
             # 4. forward (x_t, b, m, extras), loss weighted toward the mask, step
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 out = net(torch.cat([x_t, cond], dim=1), t)
-            loss = weighted_loss(out, target, mask, config.outside_weight)
+            loss = weighted_loss(out, target, mask, config.outside_weight, config.log_mse_eps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
