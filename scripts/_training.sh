@@ -28,3 +28,11 @@ RESIDUAL_NETWORK=(
     --arch pseudo3d --channels 24 48 96 --num-res-blocks 1 --patch 64 64 6 --region 96 96 32
     --prediction-type sample --beta-schedule cosine --prefill --residual
 )
+# The loop settings every stage of the residual default shares (each stage script adds its
+# own steps, learning rate, warm-up, seed, timesteps and starting weights).
+RESIDUAL_LOOP=(
+    --batch-size "${BATCH:-4}" --ema-decay 0.995 --outside-weight 0.1
+    --checkpoint-every 50 --val-every 0 --mask-bank 1024
+    --threads "$THREADS" --num-workers "${WORKERS:-1}"
+    --max-minutes "$MAX_MINUTES" --device "${DEVICE:-auto}"
+)

@@ -30,10 +30,8 @@ fi
 nohup .venv/bin/python -m bidsfill.cli.train \
     "${RESIDUAL_DATA[@]}" \
     --run-dir "$RUN_DIR" "${RESIDUAL_NETWORK[@]}" --high-t-fraction 1.0 \
-    --steps "${STEPS:-2000}" --batch-size "${BATCH:-4}" --lr 1e-4 --warmup-steps 20 --ema-decay 0.995 \
-    --outside-weight 0.1 --checkpoint-every 50 --val-every 0 \
-    --mask-bank 1024 --seed 4 --threads "$THREADS" --num-workers "${WORKERS:-1}" \
-    --max-minutes "$MAX_MINUTES" --device "${DEVICE:-auto}" \
+    --steps "${STEPS:-2000}" --lr 1e-4 --warmup-steps 20 \
+    --seed 4 "${RESIDUAL_LOOP[@]}" \
     --init-from "$RUN_DIR/init/pseudo3d.safetensors" \
     >>"$RUN_DIR/train.out" 2>&1 &
 echo "training stage 4 in the background: pid $! (log: $RUN_DIR/train.out)"

@@ -19,10 +19,8 @@ nohup .venv/bin/python -m bidsfill.cli.train \
     "${RESIDUAL_DATA[@]}" \
     --run-dir "$RUN_DIR" "${RESIDUAL_NETWORK[@]}" --high-t-fraction 1.0 \
     --log-mse-eps "${EPS:-0.001}" \
-    --steps "${STEPS:-600}" --batch-size "${BATCH:-4}" --lr 5e-5 --warmup-steps 20 --ema-decay 0.995 \
-    --outside-weight 0.1 --checkpoint-every 50 --val-every 0 \
-    --mask-bank 1024 --seed 5 --threads "$THREADS" --num-workers "${WORKERS:-1}" \
-    --max-minutes "$MAX_MINUTES" --device "${DEVICE:-auto}" \
+    --steps "${STEPS:-600}" --lr 5e-5 --warmup-steps 20 \
+    --seed 5 "${RESIDUAL_LOOP[@]}" \
     --init-from "$RUN_DIR/init/pseudo3d.safetensors" \
     >>"$RUN_DIR/train.out" 2>&1 &
 echo "training stage 5 (log-MSE) in the background: pid $! (log: $RUN_DIR/train.out)"

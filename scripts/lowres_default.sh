@@ -23,10 +23,8 @@ nohup .venv/bin/python -m bidsfill.cli.train \
     "${RESIDUAL_DATA[@]}" \
     --p-lowres "${P_LOWRES:-0.3}" --lowres-mm 1.0 2.2 \
     --run-dir "$RUN_DIR" "${RESIDUAL_NETWORK[@]}" --high-t-fraction 1.0 \
-    --steps "${STEPS:-800}" --batch-size "${BATCH:-4}" --lr "${LR:-3e-5}" --warmup-steps 20 --ema-decay 0.995 \
-    --outside-weight 0.1 --checkpoint-every 50 --val-every 0 \
-    --mask-bank 1024 --seed 4 --threads "$THREADS" --num-workers "${WORKERS:-1}" \
-    --max-minutes "$MAX_MINUTES" --device "${DEVICE:-auto}" \
+    --steps "${STEPS:-800}" --lr "${LR:-3e-5}" --warmup-steps 20 \
+    --seed 4 "${RESIDUAL_LOOP[@]}" \
     --init-from "$INIT" \
     >>"$RUN_DIR/train.out" 2>&1 &
 echo "training the low-resolution fine-tune in the background: pid $! (log: $RUN_DIR/train.out)"

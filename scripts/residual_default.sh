@@ -25,10 +25,8 @@ fi
 nohup .venv/bin/python -m bidsfill.cli.train \
     "${RESIDUAL_DATA[@]}" \
     --run-dir "$RUN_DIR" "${RESIDUAL_NETWORK[@]}" --high-t-fraction 0.3 \
-    --steps "${STEPS:-6000}" --batch-size "${BATCH:-4}" --lr 2e-4 --warmup-steps 50 --ema-decay 0.995 \
-    --outside-weight 0.1 --checkpoint-every 50 --val-every 0 \
-    --mask-bank 1024 --seed 3 --threads "$THREADS" --num-workers "${WORKERS:-1}" \
-    --max-minutes "$MAX_MINUTES" --device "${DEVICE:-auto}" \
+    --steps "${STEPS:-6000}" --lr 2e-4 --warmup-steps 50 \
+    --seed 3 "${RESIDUAL_LOOP[@]}" \
     --init-from "$RUN_DIR/init/pseudo3d.safetensors" \
     >>"$RUN_DIR/train.out" 2>&1 &
 echo "training stage 3 in the background: pid $! (log: $RUN_DIR/train.out)"
