@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from _heldout import DATA, PATIENT_CACHE, PATIENT_MASKS, PATIENTS, patient_cases
 from _results import metric_cells, run_line, write_section
+
+from bidsfill.diffusion.card import MODEL_VOXEL_MM
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -51,6 +54,12 @@ PER_CASE = {(0, 0.0, 0.0): "prefill", (0, 1.0, 0.0): "full correction",
             (0, 1.0, 3.0): "3 mm taper"}  # fmt: skip
 
 
+def _card_grid(model: Path) -> list | None:
+    """The model grid the card beside ``model`` asks for (None: the scan's own grid)."""
+    card = json.loads(model.with_suffix(".json").read_text())
+    return card["preprocessing"].get("voxel_size")
+
+
 def _fills(
     case, model: Path, cache: Path, threads: int, shift: int | None = None,
     n_samples: int | None = None,
@@ -68,6 +77,9 @@ def _fills(
         digest.update(f"shift={shift}".encode())
     if n_samples is not None:
         digest.update(f"n_samples={n_samples}".encode())
+    grid = _card_grid(model)
+    if grid != list(MODEL_VOXEL_MM):  # a card-only variant (the fills cached before: 1 mm)
+        digest.update(f"grid={grid}".encode())
     path = cache / f"{case.name.replace('#', '_').replace(':', '_')}-{digest.hexdigest()[:12]}.npz"
     if path.exists():
         got = np.load(path)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bidsfill.diffusion.card import default_preprocessing
-from bidsfill.diffusion.objective import weighted_loss
+from bidsfill.diffusion.objective import sample_timesteps, weighted_loss
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.train.augment import Augmenter
 from bidsfill.train.dataset import InpaintingDataset, TrainVolume
@@ -145,6 +145,22 @@ def test_log_mse_counts_each_crop_alike_whatever_its_lesion_volume():
 
 
 @pytest.mark.slow
+def test_high_t_span_keeps_timesteps_where_a_one_step_fill_evaluates():
+    # The default span draws exactly as before the option existed (resumed runs repeat).
+    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    before = torch.randint(0, 1000, (64,), generator=gen_a)
+    high = torch.randint(900, 1000, (64,), generator=gen_a)
+    pick = torch.rand(64, generator=gen_a) < 0.5
+    assert torch.equal(sample_timesteps(64, 1000, 0.5, gen_b), torch.where(pick, high, before))
+    # Span 0.01 with every timestep high: only the noisiest ten, where x_t is pure noise.
+    t = sample_timesteps(4000, 1000, 1.0, torch.Generator().manual_seed(0), high_span=0.01)
+    assert int(t.min()) == 990 and int(t.max()) == 999
+    one = sample_timesteps(50, 1000, 1.0, torch.Generator().manual_seed(0), high_span=0.001)
+    assert set(one.tolist()) == {999}
+    with pytest.raises(ValueError, match="high_span"):
+        sample_timesteps(4, 1000, 1.0, torch.Generator(), high_span=0.0)
+
+
 def test_a_few_steps_lower_the_loss(tmp_path):
     ds = _dataset(augment=False)
     config = _config(tmp_path / "run", steps=40, checkpoint_every=40, lr=2e-3, warmup_steps=5)

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--grad-clip", type=float, default=1.0)
     loop.add_argument("--high-t-fraction", type=float, default=0.0,
                       help="Share of timesteps drawn from the noisiest 10 %% (few-step fills).")  # fmt: skip
+    loop.add_argument("--high-t-span", type=float, default=0.1,
+                      help="The noisiest share of the schedule those timesteps come from "
+                           "(0.01: only where x_t is pure noise, the step a one-step fill "
+                           "uses).")  # fmt: skip
     loop.add_argument("--outside-weight", type=float, default=0.1)
     loop.add_argument("--log-mse-eps", type=float, default=0.0,
                       help="0: one MSE pooled over the batch; > 0: the mean of each crop's "
@@ -365,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         init_from=str(args.init_from or ""),
         high_t_fraction=args.high_t_fraction,
+        high_t_span=args.high_t_span,
         stage_steps=stage_steps,
     )
     data_card = {

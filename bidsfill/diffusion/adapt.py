@@ -144,7 +144,9 @@ def adapt_model(
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=ADAPT_LR)
     # Timesteps drawn as the model's own training drew them (its card records how).
-    high = float(card.training.get("hyperparameters", {}).get("high_t_fraction") or 0.0)
+    hyper = card.training.get("hyperparameters", {})
+    high = float(hyper.get("high_t_fraction") or 0.0)
+    span = float(hyper.get("high_t_span") or 0.1)
     T = schedule.num_train_timesteps
     with torch.enable_grad():
         for _step in range(int(steps)):
@@ -175,7 +177,7 @@ def adapt_model(
             cond = card.spec.encode(model, torch.stack([ex.condition for ex in batch]).to(device))
             m = torch.stack([ex.mask for ex in batch]).to(device)
             n = x0.shape[0]
-            t = sample_timesteps(n, T, high, gen)
+            t = sample_timesteps(n, T, high, gen, span)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             t = t.to(device)
             x_t = schedule.add_noise(x0, noise, t)

@@ -11,12 +11,16 @@ __all__ = ["sample_timesteps", "weighted_loss"]
 
 
 def sample_timesteps(
-    n: int, T: int, high_fraction: float, generator: torch.Generator
+    n: int, T: int, high_fraction: float, generator: torch.Generator, high_span: float = 0.1
 ) -> torch.Tensor:
-    """Uniform timesteps, a share ``high_fraction`` of them from the noisiest 10 %."""
+    """Uniform timesteps, a share ``high_fraction`` of them from the noisiest ``high_span``
+    of the schedule (10 % by default; 1 % keeps only the timesteps a one-step fill uses,
+    where x_t holds no signal and the network learns to ignore its noise)."""
+    if not 0 < high_span <= 1:
+        raise ValueError(f"high_span must be in (0, 1], got {high_span}.")
     t = torch.randint(0, T, (n,), generator=generator)
     if high_fraction > 0:
-        high = torch.randint(T - T // 10, T, (n,), generator=generator)
+        high = torch.randint(T - max(1, round(T * high_span)), T, (n,), generator=generator)
         pick = torch.rand(n, generator=generator) < high_fraction
         t = torch.where(pick, high, t)
     return t

@@ -74,6 +74,7 @@ def export_checkpoint(
                 "log_mse_eps",
                 "seed",
                 "high_t_fraction",
+                "high_t_span",
             )
         },  # fmt: skip
         "checkpoint": path.name,

@@ -85,6 +85,9 @@ class TrainConfig:
         high_t_fraction: share of examples whose timestep is drawn from the noisiest
             10 % instead of all T; those steps decide a few-step DDIM fill (one step from
             pure noise is the network's posterior-mean estimate).
+        high_t_span: the share of the schedule those noisiest timesteps come from (0.1:
+            the noisiest 10 %; 0.01: only where x_t holds no signal, the step a one-step
+            fill evaluates).
         stage_steps: steps of each training stage the architecture has before its
             diffusion stage (``{"autoencoder": N}`` for ldm3d); ``steps`` are the
             diffusion stage's. Stages run in order on one step counter.
@@ -117,6 +120,7 @@ class TrainConfig:
     device: str = "auto"
     init_from: str = ""
     high_t_fraction: float = 0.0
+    high_t_span: float = 0.1
     stage_steps: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -330,7 +334,9 @@ def train(
         else:
             x0, cond = spec.encode(model, x0), spec.encode(model, cond)  # latents (ldm3d)
             n = x0.shape[0]
-            t = sample_timesteps(n, schedule.num_train_timesteps, config.high_t_fraction, gen)
+            t = sample_timesteps(
+                n, schedule.num_train_timesteps, config.high_t_fraction, gen, config.high_t_span
+            )
             t = t.to(info.device)
             noise = torch.randn(x0.shape, generator=gen).to(info.device)
             x_t = schedule.add_noise(x0, noise, t)
