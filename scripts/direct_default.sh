@@ -10,7 +10,8 @@
 # Resumable: rerun the same command; a fresh machine starts from training/pseudo3d-direct/
 # (step 3,400, the end of its schedule: steps 0-1,200 ran with STEPS=1200, 1,200-2,000
 # with STEPS=2000, 2,000-2,800 with STEPS=2800 and 2,800-3,400 with STEPS=3400, each a
-# warm restart; continue with a larger STEPS). The shipped default is step 2,800: step
+# warm restart; continue with a larger STEPS). Step 2,800 was the shipped default until stage 5
+# (scripts/onestep_default.sh) fine-tuned it; step
 # 3,400 did not beat it on every metric on the unseen patients (README).
 # On a GPU machine, ten minutes of the same recipe:
 #   RUN_DIR=runs/gpu-direct DEVICE=cuda WORKERS=14 BATCH=16 MAX_MINUTES=10 bash scripts/direct_default.sh
