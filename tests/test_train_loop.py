@@ -217,11 +217,15 @@ def test_exported_weights_fill_a_volume(tmp_path):
 
 
 def test_fine_tuning_starts_from_exported_weights(tmp_path):
-    train(_config(tmp_path / "a", steps=3), _dataset(), resume=False)
+    config = _config(tmp_path / "a", steps=3, high_t_fraction=1.0, high_t_span=0.01)
+    train(config, _dataset(), resume=False)
     path = export_checkpoint(tmp_path / "a", tmp_path / "model.safetensors")
     from bidsfill.diffusion.weights import load_weights
 
-    exported, _ = load_weights(path)
+    exported, card = load_weights(path)
+    # The card says which timesteps trained it (--adapt-steps draws the same ones).
+    hyper = card.training["hyperparameters"]
+    assert (hyper["high_t_fraction"], hyper["high_t_span"]) == (1.0, 0.01)
     # Zero steps of fine-tuning leave the networks exactly at the exported weights...
     res = train(_config(tmp_path / "b", steps=0, init_from=str(path)), _dataset(), resume=False)
     for a, b in zip(res.ema.state_dict().values(), exported.state_dict().values(), strict=True):
