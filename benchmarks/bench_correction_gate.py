@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 from _heldout import DATA, PATIENT_CACHE, PATIENT_MASKS, PATIENTS, patient_cases
 from _results import metric_cells, run_line, write_section
 
-from bidsfill.diffusion.card import MODEL_VOXEL_MM
+from bidsfill.diffusion.card import MODEL_VOXEL_MM, ModelCard
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -56,8 +55,8 @@ PER_CASE = {(0, 0.0, 0.0): "prefill", (0, 1.0, 0.0): "full correction",
 
 def _card_grid(model: Path) -> list | None:
     """The model grid the card beside ``model`` asks for (None: the scan's own grid)."""
-    card = json.loads(model.with_suffix(".json").read_text())
-    return card["preprocessing"].get("voxel_size")
+    voxel = ModelCard.load(model.with_suffix(".json")).preprocessing.voxel_size
+    return None if voxel is None else [float(v) for v in voxel]
 
 
 def _fills(
