@@ -53,15 +53,11 @@ PER_CASE = {(0, 0.0, 0.0): "prefill", (0, 1.0, 0.0): "full correction",
             (0, 1.0, 3.0): "3 mm taper"}  # fmt: skip
 
 
-def _card_grid(model: Path) -> list | None:
-    """The model grid the card beside ``model`` asks for (None: the scan's own grid)."""
-    voxel = ModelCard.load(model.with_suffix(".json")).preprocessing.voxel_size
-    return None if voxel is None else [float(v) for v in voxel]
 
 
 def _fills(
     case, model: Path, cache: Path, threads: int, shift: int | None = None,
-    n_samples: int | None = None,
+    n_samples: int | None = None, antithetic: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The case's prefill and default fill, cached by mask, model, crop shift and samples."""
     import torch
@@ -76,7 +72,11 @@ def _fills(
         digest.update(f"shift={shift}".encode())
     if n_samples is not None:
         digest.update(f"n_samples={n_samples}".encode())
-    grid = _card_grid(model)
+    card = ModelCard.load(model.with_suffix(".json"))
+    if antithetic if antithetic is not None else card.sampling.antithetic:
+        digest.update(b"antithetic=True")  # off in the fills cached before
+    voxel = card.preprocessing.voxel_size  # None: the scan's own grid
+    grid = None if voxel is None else [float(v) for v in voxel]
     if grid != list(MODEL_VOXEL_MM):  # a card-only variant (the fills cached before: 1 mm)
         digest.update(f"grid={grid}".encode())
     path = cache / f"{case.name.replace('#', '_').replace(':', '_')}-{digest.hexdigest()[:12]}.npz"
@@ -88,7 +88,8 @@ def _fills(
     net, card = load_weights(model, device="cpu")
     torch.set_num_threads(threads)
     out = inpaint_volume(image, case.mask, net, card, zooms=zooms, seed=0, edge_taper_mm=0,
-                         shift_voxels=shift, n_samples=n_samples, extra_images={"prefill": prefill})  # fmt: skip
+                         shift_voxels=shift, n_samples=n_samples, antithetic=antithetic,
+                         extra_images={"prefill": prefill})  # fmt: skip
     np.savez_compressed(path, prefill=prefill[case.mask], model=out.mean[case.mask])
     return prefill[case.mask], out.mean[case.mask]
 
@@ -137,6 +138,8 @@ def main() -> None:
                    help="crop shift of the samples after the first (default: the card's)")
     p.add_argument("--n-samples", type=int, default=None,
                    help="fills averaged (default: the card's)")
+    p.add_argument("--antithetic", action=argparse.BooleanOptionalAction, default=None,
+                   help="antithetic starting noise on or off (default: the card's)")
     p.add_argument("--section", default=SECTION, help="the RESULTS.md section to write")
     p.add_argument("--no-record", action="store_true", help="print only")
     args = p.parse_args()
@@ -162,7 +165,7 @@ def main() -> None:
                 "|---|---|" + "---|" * len(per_case_keys)]  # fmt: skip
     for case in cases:
         prefill, model = _fills(case, args.model, fills, args.threads, args.shift,
-                                args.n_samples)
+                                args.n_samples, args.antithetic)
         truth = case.volume.image
         labels = lesion_components(case.mask)[case.mask]
         sizes = np.bincount(labels)[labels]
@@ -183,6 +186,8 @@ def main() -> None:
             f"Model `{args.model.name}` (sha256 `{sha}…`), its card's sampling"
             + ("" if args.shift is None else f" with crops shifted {args.shift} voxels")
             + ("" if args.n_samples is None else f", {args.n_samples} fills")
+            + ("" if args.antithetic is None
+               else f", antithetic noise {'on' if args.antithetic else 'off'}")
             + f". {len(cases)} "
             f"cases on patients it never saw ({', '.join(args.subjects)}; dataset "
             f"{args.dataset.name}; kinds "

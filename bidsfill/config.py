@@ -146,6 +146,9 @@ class workflow(_Section):
     shift_voxels: int | None = None
     """In-plane crop shift (model voxels) of the samples after the first (0: off; None:
     the card's default)."""
+    antithetic: bool | None = None
+    """Start every second sample from the negated noise of the one before (None: the
+    card's default)."""
     jump_length: int = 5
     """RePaint: steps jumped back before resampling."""
     jump_n_sample: int = 2
@@ -199,7 +202,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "verbose_count": ("execution", "verbosity"),
     **{dest: ("workflow", dest) for dest in (
         "method", "dilate", "mask_threshold", "allow_large_masks", "sampler", "steps", "eta",
-        "n_samples", "adapt_steps", "model", "device", "feather", "flip", "edge_taper_mm", "shift_voxels", "jump_length",
+        "n_samples", "adapt_steps", "model", "device", "feather", "flip", "edge_taper_mm", "shift_voxels", "antithetic",
+        "jump_length",
         "jump_n_sample", "skip_segmentation", "synthesize", "synthesis_model")},
     "omp_nthreads": ("nipype", "omp_nthreads"),
     "nprocs": ("nipype", "nprocs"),

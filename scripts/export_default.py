@@ -56,10 +56,12 @@ def main() -> None:
     p.add_argument("--n-samples", type=int, default=1, help="default fills averaged")
     p.add_argument("--flip", action="store_true",
                    help="default: every other sample from the left-right mirrored crop")  # fmt: skip
+    p.add_argument("--antithetic", action="store_true",
+                   help="default: every second sample starts from the negated noise of the one before")  # fmt: skip
     p.add_argument("--edge-taper", type=float, default=None, metavar="MM",
                    help="default: the correction rises from the mask edge over this depth")  # fmt: skip
     p.add_argument("--sampling", default=None,
-                   help="the card's whole default sampling as JSON (overrides the four above)")  # fmt: skip
+                   help="the card's whole default sampling as JSON (overrides the five above)")  # fmt: skip
     p.add_argument("--real-max-ml", type=float, default=120.0)
     p.add_argument("--window-overlap", type=int, default=2,
                    help="z-window overlap at inference (training saw single windows)")  # fmt: skip
@@ -67,6 +69,8 @@ def main() -> None:
     from bidsfill.train.export import export_checkpoint
 
     sampling = {"steps": args.steps, "n_samples": args.n_samples, "flip": args.flip}
+    if args.antithetic:
+        sampling["antithetic"] = True
     if args.edge_taper is not None:
         sampling["edge_taper_mm"] = args.edge_taper
     export_checkpoint(

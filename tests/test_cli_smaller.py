@@ -119,6 +119,25 @@ def test_shift_reaches_the_fill_node_and_zero_is_kept(tiny_bids, tmp_path):
         build_parser().parse_args([*argv, "--shift", "-1"])
 
 
+def test_antithetic_reaches_the_fill_node_and_the_card_decides_otherwise(tiny_bids, tmp_path):
+    from bidsfill.diffusion.card import ModelCard
+    from bidsfill.diffusion.sampling import SamplingPlan
+    from bidsfill.fill.methods import fill_method
+    from bidsfill.diffusion.weights import default_model_path
+
+    argv = [str(tiny_bids), str(tmp_path / "out"), "participant"]
+    card = ModelCard.load(default_model_path("pseudo3d").with_suffix(".json"))
+    shipped = bool(card.sampling.antithetic)
+    for extra, given, resolved in (([], None, shipped), (["--antithetic"], True, True),
+                                   (["--no-antithetic"], False, False)):  # fmt: skip
+        _set_config(build_parser().parse_args([*argv, *extra]), argv)
+        plan = SamplingPlan.from_params(config.workflow.get())
+        assert plan.antithetic is given
+        assert fill_method("pseudo3d").fill_params(plan).get("antithetic") is given
+        assert plan.resolve(card).antithetic is resolved
+    assert "antithetic" not in fill_method("nawm").fill_params(SamplingPlan(antithetic=True))
+
+
 @pytest.mark.parametrize(
     "visible, expected",
     [(None, 2), ("0", 1), ("1,0", 2), ("0,1,2", 2), ("", 0), ("-1", 0), ("0,-1,1", 1),

@@ -264,3 +264,47 @@ def test_edge_taper_default_comes_from_the_card_and_needs_a_residual_model():
         SamplingPlan(edge_taper_mm=2).resolve(image_model)
     with pytest.raises(ValueError, match="at least 0"):
         SamplingPlan(edge_taper_mm=-1)
+
+
+class _LinearInNoise(torch.nn.Module):
+    """A pointwise network whose output is ``slope`` x its noisy input plus a function of
+    the voided image: what a one-step fill's dependence on its starting noise looks like
+    to first order, and mirror-equivariant, so antithetic noise must cancel it exactly."""
+
+    def __init__(self, slope: float) -> None:
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.slope * x[:, :1] + 0.2 * torch.tanh(x[:, 1:2])
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_antithetic_noise_cancels_what_moves_with_the_noise(flip):
+    _, card = _model(zero=True)
+    img, mask = _case()
+    kw = {"steps": 1, "n_samples": 2, "flip": flip, "zooms": (1.0, 1.0, 1.0), "seed": 3,
+          "prefill": classical_prefill}  # fmt: skip
+    noiseless = inpaint_volume(img, mask, _LinearInNoise(0.0), card, **kw).mean
+    paired = inpaint_volume(img, mask, _LinearInNoise(0.5), card, antithetic=True, **kw)
+    drawn = inpaint_volume(img, mask, _LinearInNoise(0.5), card, antithetic=False, **kw)
+    assert np.allclose(paired.mean, noiseless, atol=1e-4)  # the noise term cancelled
+    assert not np.allclose(drawn.mean, noiseless, atol=1e-2)  # independent draws keep it
+    assert np.array_equal(paired.mean[~mask], img[~mask])
+    assert paired.std is not None and paired.std[mask].max() > 0  # the two samples differ
+
+
+def test_antithetic_default_comes_from_the_card_and_needs_a_conditional_model():
+    from bidsfill.diffusion.card import ModelCard
+    from bidsfill.diffusion.sampling import SamplingPlan
+
+    _, card = _model(zero=True)
+    paired = ModelCard.coerce({**card, "sampling": {"n_samples": 2, "antithetic": True}})
+    assert SamplingPlan().resolve(ModelCard.coerce(card)).antithetic is False
+    assert SamplingPlan().resolve(paired).antithetic is True
+    assert SamplingPlan(antithetic=False).resolve(paired).antithetic is False
+    assert paired.sampling.to_dict() == {"n_samples": 2, "antithetic": True}
+    unconditional = {**card, "config": {**CONFIG, "in_channels": 1},
+                     "preprocessing": default_preprocessing("pseudo3d", ())}  # fmt: skip
+    with pytest.raises(ValueError, match="--antithetic needs"):
+        SamplingPlan(antithetic=True).resolve(ModelCard.coerce(unconditional))

@@ -117,7 +117,8 @@ def describe_model(path: Path) -> str:
         + (f", correction tapered over {sampling['edge_taper_mm']:g} mm from the mask edge"
            if sampling.get("edge_taper_mm") else "")
         + (f", later samples from crops shifted {sampling['shift_voxels']} voxels"
-           if sampling.get("shift_voxels") else ""),
+           if sampling.get("shift_voxels") else "")
+        + (", antithetic starting noise" if sampling.get("antithetic") else ""),
         f"  scorecard: {_scorecard(card, arch)}",
         f"  card: {path.with_suffix('.json')}",
     ])  # fmt: skip

@@ -252,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fill every sample after the first from the crop moved in-plane "
                              "by this many model voxels (test-time augmentation); 0 turns it "
                              "off (default: the model card's)")  # fmt: skip
+    g_fill.add_argument("--antithetic", action=argparse.BooleanOptionalAction, default=None,
+                        help="start every second sample of the mean from the negated noise of "
+                             "the one before, so noise-driven errors cancel in the mean "
+                             "(default: the model card's)")  # fmt: skip
     g_fill.add_argument("--jump-length", type=positive, default=5, metavar="J",
                         help="RePaint: steps jumped back before resampling")  # fmt: skip
     g_fill.add_argument("--jump-n-sample", type=positive, default=2, metavar="R",

@@ -202,22 +202,24 @@ class SamplingDefaults:
     flip: bool | None = None
     edge_taper_mm: float | None = None
     shift_voxels: int | None = None
+    antithetic: bool | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SamplingDefaults:
         data = dict(data or {})
-        flip = data.pop("flip", None)
+        flags = {k: None if data.get(k) is None else bool(data.pop(k))
+                 for k in ("flip", "antithetic") if k in data}  # fmt: skip
         taper = data.pop("edge_taper_mm", None)
         ints = {k: int(v) for k, v in data.items() if v is not None}
-        return cls(**ints, flip=None if flip is None else bool(flip),
-                   edge_taper_mm=None if taper is None else float(taper))  # fmt: skip
+        return cls(**ints, **flags, edge_taper_mm=None if taper is None else float(taper))
 
     def to_dict(self) -> dict[str, Any]:
         pairs = (("steps", self.steps), ("n_samples", self.n_samples),
                  ("shift_voxels", self.shift_voxels))  # fmt: skip
         out: dict[str, Any] = {k: int(v) for k, v in pairs if v}
-        if self.flip is not None:
-            out["flip"] = bool(self.flip)
+        for key in ("flip", "antithetic"):
+            if getattr(self, key) is not None:
+                out[key] = bool(getattr(self, key))
         if self.edge_taper_mm is not None:
             out["edge_taper_mm"] = float(self.edge_taper_mm)
         return out

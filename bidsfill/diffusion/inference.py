@@ -30,7 +30,7 @@ from bidsfill.diffusion.crops import (
 )
 from bidsfill.diffusion.intensity import tissue_reference
 from bidsfill.diffusion.pipeline import Preparation
-from bidsfill.diffusion.samplers import sample, sample_repaint
+from bidsfill.diffusion.samplers import draw_noise, sample, sample_repaint
 from bidsfill.diffusion.sampling import SamplingPlan
 from bidsfill.io.resample import box_shape, resample_box
 
@@ -191,9 +191,11 @@ def _sample_crop(
     generator: torch.Generator,
     device: torch.device,
     window_batch: int,
-) -> tuple[np.ndarray, int]:
+    x_T: torch.Tensor | None = None,
+) -> tuple[np.ndarray, int, torch.Tensor | None]:
     """One sample of a prepared crop; returns the model-grid crop in model units (image
-    layout) and the model calls."""
+    layout), the model calls and the starting noise of a conditional model (``x_T``:
+    that noise given, e.g. an antithetic partner's; None draws it)."""
     spec, pre, schedule = card.spec, card.preprocessing, card.schedule
     # A residual model's correction has no fixed range; image models clip to the card's
     # range, latent models to their latents' (ArchitectureSpec.sample_clip).
@@ -211,9 +213,11 @@ def _sample_crop(
     else:
         fn = _volume_model_fn(net, cond_in, device)
     if card.conditional:
+        if x_T is None:  # the draw sample() would make, kept for an antithetic partner
+            x_T = draw_noise(torch.empty(tuple(x0.shape), device=device), generator)
         res = sample(
             fn, schedule, tuple(x0.shape), sampler=plan.sampler, steps=plan.steps,
-            eta=plan.eta, generator=generator, device=device, clip=clip,
+            eta=plan.eta, generator=generator, device=device, clip=clip, x_T=x_T,
         )  # fmt: skip
     elif spec.voxelwise:  # RePaint's known mask applies in the network's layout
         known_mask = 1.0 - cond[:, 1:2]  # the mask channel, in the model's layout
@@ -237,8 +241,22 @@ def _sample_crop(
             clip=None, to_model=lambda v: spec.to_network(v[0])[None],
             from_model=lambda v: spec.from_network(v, shape),
         )  # fmt: skip
-        return res.sample[0, 0].float().cpu().numpy(), res.model_calls
-    return prep.from_network(spec.decode(net, res.sample)), res.model_calls
+        return res.sample[0, 0].float().cpu().numpy(), res.model_calls, None
+    return prep.from_network(spec.decode(net, res.sample)), res.model_calls, x_T
+
+
+def antithetic_noise(
+    noise: torch.Tensor, spec: Any, shape: tuple[int, ...], mirrored: bool
+) -> torch.Tensor:
+    """The antithetic partner of starting noise ``noise`` (network layout, batch 1): its
+    negation, mirrored left-right (image axis 0) when the partner's view is the mirrored
+    one, so both views meet opposite noise at the same anatomy. ``shape``: the crop's
+    model-grid image shape. A latent model's noise lives on its latent grid, which has no
+    image axes to mirror: it is only negated."""
+    if not mirrored or spec.latent:
+        return -noise
+    image = spec.from_network(noise, shape)  # (1, C, X, Y, Z)
+    return -spec.to_network(image[0].flip(1))[None]
 
 
 #: Fills ``mask`` of ``image`` with a classical filler: (image, mask, zooms, method) ->
@@ -405,7 +423,8 @@ def inpaint_volume(
     net.eval()
     for done, grid in enumerate(grids, start=1):
         prepared: dict[tuple, tuple] = {}
-        for flipped, offset in views:
+        last_noise = None
+        for i, (flipped, offset) in enumerate(views):
             view_grid = shifted_grid(grid, offset, image.shape)
             sl = view_grid.crop.slices
             key = (flipped, view_grid.crop.start)
@@ -415,11 +434,17 @@ def inpaint_volume(
                 # Context boxes may overlap; each lesion is filled by the one crop made for it.
                 prepared[key] = (prep, np.isin(components[sl], grid.crop.labels))
             prep, own = prepared[key]
+            partner = None
+            if plan.antithetic and i % 2 == 1 and last_noise is not None:
+                noise, shape, was_flipped = last_noise
+                if shape == prep.image.shape:  # shifted views near the edge may differ
+                    partner = antithetic_noise(noise, spec, shape, was_flipped != flipped)
             with torch.inference_mode():
-                vol, k = _sample_crop(
+                vol, k, used = _sample_crop(
                     net, card, plan, prep, generator=generator, device=device,
-                    window_batch=window_batch,
+                    window_batch=window_batch, x_T=partner,
                 )  # fmt: skip
+            last_noise = None if used is None else (used, prep.image.shape, flipped)
             calls += k
             filled = prep.inverse(vol)
             if flipped:

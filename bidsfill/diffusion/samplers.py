@@ -27,6 +27,7 @@ __all__ = [
     "ddim_step",
     "ddim_timesteps",
     "ddpm_step",
+    "draw_noise",
     "repaint_jumps",
     "sample",
     "sample_ddim",
@@ -57,7 +58,8 @@ class SampleResult:
     eta: float
 
 
-def _randn(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def draw_noise(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal noise shaped like ``like``, on its device."""
     # Draw on the generator's device, then move: seeds reproduce on a device.
     noise = torch.randn(like.shape, generator=generator, device=generator.device, dtype=like.dtype)
     return noise.to(like.device)
@@ -95,7 +97,7 @@ def ddpm_step(
     if noise is None:
         if generator is None:
             raise ValueError("ddpm_step needs a generator or a noise tensor.")
-        noise = _randn(x_t, generator)
+        noise = draw_noise(x_t, generator)
     return StepOutput(mean + var.sqrt() * noise, x0)
 
 
@@ -126,7 +128,7 @@ def ddim_step(
         if noise is None:
             if generator is None:
                 raise ValueError("ddim_step with eta > 0 needs a generator or a noise tensor.")
-            noise = _randn(x_t, generator)
+            noise = draw_noise(x_t, generator)
         prev = prev + sigma * noise
     return StepOutput(prev, x0)
 
@@ -157,7 +159,7 @@ def sample_ddpm(
     x_T: torch.Tensor | None = None,
 ) -> SampleResult:
     """Full ancestral sampling over all T training timesteps."""
-    x = x_T if x_T is not None else _randn(torch.empty(shape, device=device), generator)
+    x = x_T if x_T is not None else draw_noise(torch.empty(shape, device=device), generator)
     T = schedule.num_train_timesteps
     for t in range(T - 1, -1, -1):
         out = model(x, _t(t, x))
@@ -178,7 +180,7 @@ def sample_ddim(
     x_T: torch.Tensor | None = None,
 ) -> SampleResult:
     """DDIM with ``steps`` model calls (deterministic for eta = 0 given x_T)."""
-    x = x_T if x_T is not None else _randn(torch.empty(shape, device=device), generator)
+    x = x_T if x_T is not None else draw_noise(torch.empty(shape, device=device), generator)
     ts = ddim_timesteps(schedule.num_train_timesteps, steps)
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
@@ -249,7 +251,7 @@ def sample_repaint(
     # grid[k] is the timestep at walk index k: grid[0] = -1 (clean), grid[K] = T-ish.
     grid = [-1, *ts]
     known_mask = known_mask.to(known.dtype)
-    x = _randn(to_model(known), generator)
+    x = draw_noise(to_model(known), generator)
     walk = repaint_jumps(len(ts), jump_length, jump_n_sample)
     calls = 0
     for k_from, k_to in zip(walk[:-1], walk[1:], strict=True):
@@ -262,13 +264,13 @@ def sample_repaint(
             ).prev_sample
             img = from_model(x)
             if t_to >= 0:
-                noisy_known = schedule.add_noise(known, _randn(known, generator), _t(t_to, known))
+                noisy_known = schedule.add_noise(known, draw_noise(known, generator), _t(t_to, known))
             else:
                 noisy_known = known
             x = to_model(known_mask * noisy_known + (1 - known_mask) * img)
         else:  # forward jump: x_{t_to} ~ q(x_{t_to} | x_{t_from})
             a_ratio = schedule.alpha_bar(t_to, x) / schedule.alpha_bar(t_from, x)
-            x = a_ratio.sqrt() * x + (1 - a_ratio).sqrt() * _randn(x, generator)
+            x = a_ratio.sqrt() * x + (1 - a_ratio).sqrt() * draw_noise(x, generator)
     return SampleResult(from_model(x), "repaint", len(ts), calls, float(eta))
 
 
@@ -283,10 +285,13 @@ def sample(
     generator: torch.Generator,
     device: torch.device | str = "cpu",
     clip: Clip = None,
+    x_T: torch.Tensor | None = None,
 ) -> SampleResult:
-    """Dispatch to :func:`sample_ddim` or :func:`sample_ddpm` by name."""
+    """Dispatch to :func:`sample_ddim` or :func:`sample_ddpm` by name (``x_T``: the
+    starting noise; None draws it from ``generator``)."""
     if sampler == "ddpm":
-        return sample_ddpm(model, schedule, shape, generator=generator, device=device, clip=clip)
+        return sample_ddpm(model, schedule, shape, generator=generator, device=device, clip=clip,
+                           x_T=x_T)  # fmt: skip
     if sampler == "ddim":
         return sample_ddim(
             model,
@@ -297,5 +302,6 @@ def sample(
             generator=generator,
             device=device,
             clip=clip,
+            x_T=x_T,
         )
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")

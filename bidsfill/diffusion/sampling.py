@@ -50,6 +50,10 @@ class SamplingPlan:
             in-plane offset of this many model voxels (sample 0 unmoved; test-time
             augmentation: the U-Net's downsampling meets the anatomy at another phase, so
             the views err differently); 0: off; None: the card's default, else off.
+        antithetic: sample 2k+1 of the mean starts from the negated starting noise of
+            sample 2k (mirrored with its view), so the part of the fill that moves with
+            the noise cancels in their mean, at no extra cost (antithetic variates);
+            None: the card's default, else off.
     """
 
     sampler: str = "ddim"
@@ -64,6 +68,7 @@ class SamplingPlan:
     flip: bool | None = None
     edge_taper_mm: float | None = None
     shift_voxels: int | None = None
+    antithetic: bool | None = None
 
     def __post_init__(self) -> None:
         sampler = (self.sampler or "ddim").lower()
@@ -84,6 +89,7 @@ class SamplingPlan:
         set_(self, "adapt_steps", int(self.adapt_steps or 0))
         set_(self, "feather", bool(self.feather))
         set_(self, "flip", None if self.flip is None else bool(self.flip))
+        set_(self, "antithetic", None if self.antithetic is None else bool(self.antithetic))
         taper = self.edge_taper_mm
         set_(self, "edge_taper_mm", None if taper is None else float(taper))
         shift = self.shift_voxels
@@ -106,12 +112,13 @@ class SamplingPlan:
 
         DDPM runs all T training steps with eta 1. DDIM takes the user's steps, else the
         card's default (capped at T), else :data:`DEFAULT_STEPS`; samples, flips, the
-        edge taper and the crop shift likewise default to the card's, else 1, off, off
-        and off.
+        edge taper, the crop shift and antithetic noise likewise default to the card's,
+        else 1, off, off, off and off.
 
         Raises:
             ValueError: DDIM steps outside 1..T; an edge taper for a model that does not
-                correct a prefill (there is no correction to taper).
+                correct a prefill (there is no correction to taper); antithetic noise for
+                an unconditional (RePaint) model.
         """
         T = card.num_train_timesteps
         n = self.n_samples or card.sampling.n_samples or 1
@@ -127,7 +134,16 @@ class SamplingPlan:
         shift = self.shift_voxels
         if shift is None:
             shift = int(card.sampling.shift_voxels or 0)
-        keep = {"n_samples": n, "flip": flip, "edge_taper_mm": taper, "shift_voxels": shift}
+        antithetic = self.antithetic
+        if antithetic is None:
+            antithetic = bool(card.sampling.antithetic)
+        if antithetic and not card.conditional:
+            raise ValueError(
+                f"--antithetic needs a model that starts each sample from its own noise; "
+                f"{card.name} is unconditional and mixes fresh noise in at every RePaint step."
+            )
+        keep = {"n_samples": n, "flip": flip, "edge_taper_mm": taper, "shift_voxels": shift,
+                "antithetic": antithetic}  # fmt: skip
         if self.sampler == "ddpm":
             return dataclasses.replace(self, steps=T, eta=1.0, **keep)
         k = self.steps or min(card.sampling.steps or DEFAULT_STEPS, T)

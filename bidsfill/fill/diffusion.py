@@ -155,7 +155,7 @@ def diffusion_fill(
 
     ``plan`` is the sampling; without one, the SamplingPlan fields among ``params``
     (sampler, steps, eta, n_samples, device, jump_length, jump_n_sample, feather,
-    adapt_steps, flip, edge_taper_mm, shift_voxels) make it. It is resolved against the model's card here, once.
+    adapt_steps, flip, edge_taper_mm, shift_voxels, antithetic) make it. It is resolved against the model's card here, once.
     """
     try:
         plan = plan or SamplingPlan.from_params(params)
@@ -201,6 +201,7 @@ def diffusion_fill(
         "Flip": bool(plan.flip),
         "EdgeTaperMM": plan.edge_taper_mm,
         "ShiftVoxels": plan.shift_voxels,
+        "Antithetic": bool(plan.antithetic),
         "AdaptSteps": plan.adapt_steps,
     }
     params_out.update(conditioning)

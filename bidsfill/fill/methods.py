@@ -21,7 +21,7 @@ __all__ = ["FILL_METHODS", "FillMethod", "classical_methods", "fill_method"]
 #: its resampling jumps.
 _SAMPLING = (
     "sampler", "steps", "eta", "n_samples", "device", "feather", "adapt_steps", "flip",
-    "edge_taper_mm", "shift_voxels",
+    "edge_taper_mm", "shift_voxels", "antithetic",
 )  # fmt: skip
 _REPAINT = (*_SAMPLING, "jump_length", "jump_n_sample")
 

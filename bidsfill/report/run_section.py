@@ -72,6 +72,8 @@ def _summary_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
             rows.append(("Correction taper at the mask edge (mm)", meta["EdgeTaperMM"]))
         if meta.get("ShiftVoxels"):
             rows.append(("Crop shift of the later samples (voxels)", meta["ShiftVoxels"]))
+        if meta.get("Antithetic"):
+            rows.append(("Antithetic starting noise", "every second sample"))
     if "ConditioningImages" in meta:  # a diffusion model: which contrasts it was given
         rows.append(
             ("Conditioning images", ", ".join(meta["ConditioningImages"]) or "none (T1w only)")
