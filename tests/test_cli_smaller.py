@@ -122,8 +122,8 @@ def test_shift_reaches_the_fill_node_and_zero_is_kept(tiny_bids, tmp_path):
 def test_antithetic_reaches_the_fill_node_and_the_card_decides_otherwise(tiny_bids, tmp_path):
     from bidsfill.diffusion.card import ModelCard
     from bidsfill.diffusion.sampling import SamplingPlan
-    from bidsfill.fill.methods import fill_method
     from bidsfill.diffusion.weights import default_model_path
+    from bidsfill.fill.methods import fill_method
 
     argv = [str(tiny_bids), str(tmp_path / "out"), "participant"]
     card = ModelCard.load(default_model_path("pseudo3d").with_suffix(".json"))

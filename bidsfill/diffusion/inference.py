@@ -437,7 +437,8 @@ def inpaint_volume(
             partner = None
             if plan.antithetic and i % 2 == 1 and last_noise is not None:
                 noise, shape, was_flipped = last_noise
-                if shape == prep.image.shape:  # shifted views near the edge may differ
+                if shape == prep.image.shape:  # a shifted view keeps the size; its noise
+                    # then meets the anatomy moved by the shift, a weaker pairing
                     partner = antithetic_noise(noise, spec, shape, was_flipped != flipped)
             with torch.inference_mode():
                 vol, k, used = _sample_crop(
