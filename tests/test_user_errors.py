@@ -206,6 +206,21 @@ def test_bad_model_stops_before_the_workflow(tiny_bids, tmp_path, capsys, fault,
     assert _nothing_ran(out)
 
 
+@pytest.mark.parametrize("option,needle", [
+    (("--method", "repaint", "--antithetic"), "--antithetic needs"),
+    (("--method", "repaint", "--edge-taper", "3"), "--edge-taper needs"),
+    (("--steps", "5000"), "--steps must be between"),
+])  # fmt: skip
+def test_sampling_the_model_cannot_take_stops_before_the_workflow(tiny_bids, tmp_path, capsys,
+                                                                  option, needle):
+    out = tmp_path / "out"
+    code, err = _run(capsys, tiny_bids, out, "participant", "-w", tmp_path / "w", *option,
+                     *ONE)  # fmt: skip
+    assert code == 64, err
+    assert needle in err and "Traceback" not in err
+    assert _nothing_ran(out)
+
+
 def test_method_without_weights_is_66(tiny_bids, tmp_path, capsys, monkeypatch):
     # an install without bundled weights (every method ships them; issue 17)
     monkeypatch.setattr("bidsfill.diffusion.weights.default_model_path", lambda method: None)

@@ -155,7 +155,8 @@ def _set_config(opts, argv: list[str]) -> None:
 
 
 def _check_fill_setup():  # noqa: ANN202 - a ModelCard or None; torch stays unimported here
-    """Load the model and resolve the device now: the fill node would refuse them later.
+    """Load the model, resolve the device and the sampling now: the fill node would
+    refuse them later, after registration and segmentation.
 
     Returns the model's card (None for a method without a model).
     """
@@ -184,6 +185,12 @@ def _check_fill_setup():  # noqa: ANN202 - a ModelCard or None; torch stays unim
         _, card = _load(wf.method, wf.model, torch.device("cpu"))
     except FillError as err:
         raise BidsfillExit(str(err), code) from None
+    from bidsfill.diffusion.sampling import SamplingPlan
+
+    try:  # sampling options the model cannot take (steps, taper, antithetic noise)
+        SamplingPlan.from_params(wf.get()).resolve(card)
+    except ValueError as err:
+        raise BidsfillExit(str(err), ExitCode.USAGE) from None
     return card
 
 
