@@ -53,8 +53,6 @@ PER_CASE = {(0, 0.0, 0.0): "prefill", (0, 1.0, 0.0): "full correction",
             (0, 1.0, 3.0): "3 mm taper"}  # fmt: skip
 
 
-
-
 def _fills(
     case, model: Path, cache: Path, threads: int, shift: int | None = None,
     n_samples: int | None = None, antithetic: bool | None = None,

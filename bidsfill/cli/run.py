@@ -241,11 +241,8 @@ def _write_boilerplate(out_dir: Path, card) -> Path:  # noqa: ANN001
 
     wf = config.workflow
     planned: dict[str, object] = {"Method": wf.method}
-    if card is not None:
-        try:
-            plan = SamplingPlan.from_params(wf.get()).resolve(card)
-        except ValueError as err:
-            raise BidsfillExit(str(err), ExitCode.USAGE) from None
+    if card is not None:  # _check_fill_setup has already refused a plan that fails here
+        plan = SamplingPlan.from_params(wf.get()).resolve(card)
         planned.update(ModelName=card.name, ModelSHA256=card.sha256, Sampler=plan.sampler,
                        Steps=plan.steps)  # fmt: skip
     segmenters = set()

@@ -207,8 +207,8 @@ class SamplingDefaults:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> SamplingDefaults:
         data = dict(data or {})
-        flags = {k: None if data.get(k) is None else bool(data.pop(k))
-                 for k in ("flip", "antithetic") if k in data}  # fmt: skip
+        flags = {k: None if (v := data.pop(k, None)) is None else bool(v)
+                 for k in ("flip", "antithetic")}  # fmt: skip
         taper = data.pop("edge_taper_mm", None)
         ints = {k: int(v) for k, v in data.items() if v is not None}
         return cls(**ints, **flags, edge_taper_mm=None if taper is None else float(taper))

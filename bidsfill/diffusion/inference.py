@@ -436,16 +436,16 @@ def inpaint_volume(
             prep, own = prepared[key]
             partner = None
             if plan.antithetic and i % 2 == 1 and last_noise is not None:
-                noise, shape, was_flipped = last_noise
-                if shape == prep.image.shape:  # a shifted view keeps the size; its noise
-                    # then meets the anatomy moved by the shift, a weaker pairing
-                    partner = antithetic_noise(noise, spec, shape, was_flipped != flipped)
+                # Every view of a crop has its model-grid shape (a shifted view's noise
+                # meets the anatomy moved by the shift: a weaker pairing).
+                noise, was_flipped = last_noise
+                partner = antithetic_noise(noise, spec, prep.image.shape, was_flipped != flipped)
             with torch.inference_mode():
                 vol, k, used = _sample_crop(
                     net, card, plan, prep, generator=generator, device=device,
                     window_batch=window_batch, x_T=partner,
                 )  # fmt: skip
-            last_noise = None if used is None else (used, prep.image.shape, flipped)
+            last_noise = None if used is None else (used, flipped)
             calls += k
             filled = prep.inverse(vol)
             if flipped:
