@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--patch", type=int, nargs=3, default=[64, 64, 6],
                        help="Training patch (X Y Z); Z is the slice window of slice models.")  # fmt: skip
     model.add_argument("--window-overlap", type=int, default=None)
-    model.add_argument("--mirror", action="store_true", help="Add the mirrored image channel.")
+    model.add_argument("--mirror", action="store_true",
+                       help="Add the image reflected about its mid-sagittal plane; with "
+                            "--prefill it shows the prefill where the reflection would show "
+                            "what the mask hides.")  # fmt: skip
     model.add_argument("--prefill", action="store_true",
                        help="Add a channel holding a classical (nonlocal) fill of the mask, "
                             "which the model learns to correct.")  # fmt: skip
@@ -284,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     pre["voxel_size"] = list(args.voxel_size)
     if args.prefill:
         pre["prefill_method"] = PREFILL_METHOD
+        if args.mirror:  # the mirror shows the prefill where it would show the hidden truth
+            pre["mirror_hides_mask"] = True
     pre["patch_size"] = list(args.patch)
     spec = get_architecture(args.arch)
     if spec.slices:

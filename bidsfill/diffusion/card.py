@@ -100,6 +100,10 @@ class Preprocessing:
         residual_scale: set for residual models, which diffuse the scaled correction of
             the prefill; None for image models.
         prefill_method: the classical filler of the "prefill" channel.
+        mirror_hides_mask: the "mirror" channel shows the prefill, not the scan, where
+            the contralateral point lies in the mask (the reflected mask): otherwise it
+            carries the hidden tissue (in training: the truth; in a patient: the lesion)
+            across the midline to the network, next to the mask it must fill.
         extra: keys this version does not know, kept for the round trip.
     """
 
@@ -113,6 +117,7 @@ class Preprocessing:
     voxel_size: tuple[float, ...] | None = None
     residual_scale: float | None = None
     prefill_method: str | None = None
+    mirror_hides_mask: bool = False
     layout: str = _LAYOUT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -177,6 +182,8 @@ class Preprocessing:
             out["residual"] = {"of": "prefill", "scale": self.residual_scale}
         if self.prefill_method is not None:
             out["prefill_method"] = self.prefill_method
+        if self.mirror_hides_mask:  # older cards, whose mirror shows everything, lack it
+            out["mirror_hides_mask"] = True
         return {**out, **self.extra}
 
     @classmethod

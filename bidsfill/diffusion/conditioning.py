@@ -13,7 +13,7 @@ import torch
 
 from bidsfill.diffusion.architectures import ArchitectureSpec, get_architecture
 
-__all__ = ["build_condition", "extra_channels", "mirror_lr", "to_network"]
+__all__ = ["build_condition", "extra_channels", "hide_reflected_mask", "mirror_lr", "to_network"]
 
 
 def build_condition(
@@ -38,6 +38,17 @@ def mirror_lr(volume: np.ndarray) -> np.ndarray:
     no affine is known.
     """
     return np.ascontiguousarray(np.asarray(volume)[::-1])
+
+
+def hide_reflected_mask(
+    mirror: np.ndarray, prefill: np.ndarray, reflected_mask: np.ndarray
+) -> np.ndarray:
+    """The "mirror" channel with the prefill where the contralateral point is in the mask.
+
+    There the plain mirror shows what the mask hides (the truth in training, the lesion
+    in a patient), one reflection away from where the network fills: it would learn to
+    copy it across the midline. Training and the fill both build the channel here."""
+    return np.where(reflected_mask, prefill, mirror).astype(np.float32)
 
 
 def extra_channels(

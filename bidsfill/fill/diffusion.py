@@ -19,12 +19,13 @@ import torch
 
 from bidsfill.diffusion import weights
 from bidsfill.diffusion.card import CONTRAST_CHANNELS, ModelCard
+from bidsfill.diffusion.conditioning import hide_reflected_mask, mirror_lr
 from bidsfill.diffusion.inference import inpaint_volume, resolve_device
 from bidsfill.diffusion.sampling import SamplingPlan
 from bidsfill.fill.base import FillError, FillResult, register_filler
 from bidsfill.fill.methods import FILL_METHODS, fill_method
 from bidsfill.fill.prefill import classical_prefill
-from bidsfill.segment.midline import contralateral_image
+from bidsfill.segment.midline import MidPlane, contralateral_image, reflected_mask
 
 __all__ = ["diffusion_fill"]
 
@@ -176,6 +177,12 @@ def diffusion_fill(
             mirror, plane = contralateral_image(image, affine, seed=seed,
                                                 n_threads=int(omp_nthreads or 1))  # fmt: skip
             extra_images = {**(extra_images or {}), "mirror": mirror}
+    if card.preprocessing.mirror_hides_mask and not (extra_images and "mirror" in extra_images):
+        # no affine: the array's own centre (conditioning.mirror_lr), hidden the same way
+        extra_images = {**(extra_images or {}), "mirror": mirror_lr(image)}
+    if card.preprocessing.mirror_hides_mask and (plane is not None or affine is None):
+        extra_images = _mirror_hiding_the_mask(image, mask, zooms, plane, affine, card,
+                                               extra_images)  # fmt: skip
     with _threads(omp_nthreads, dev):
         try:
             out = inpaint_volume(
@@ -208,6 +215,29 @@ def diffusion_fill(
     if "jump_length" in fill_method(method).sampling:
         params_out.update({"JumpLength": plan.jump_length, "JumpNSample": plan.jump_n_sample})
     return FillResult(filled=out.mean, std=out.std, params=params_out, device=str(dev))
+
+
+def _mirror_hiding_the_mask(
+    image: np.ndarray,
+    mask: np.ndarray,
+    zooms: tuple[float, float, float],
+    plane: MidPlane | None,
+    affine: np.ndarray | None,
+    card: ModelCard,
+    extra_images: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The mirror with the prefill where it would reflect the lesion (as in training),
+    and the prefill itself, made once here for both channels. Without a plane the mirror
+    is about the array's centre, and so is the mask's reflection."""
+    prefill = extra_images.get("prefill")
+    if prefill is None:
+        prefill = classical_prefill(image, mask, zooms, card.preprocessing.prefill)
+    if plane is None:
+        reflected = mirror_lr(np.asarray(mask, dtype=bool))
+    else:
+        reflected = reflected_mask(mask, affine, plane)
+    hidden = hide_reflected_mask(extra_images["mirror"], prefill, reflected)
+    return {**extra_images, "mirror": hidden, "prefill": prefill}
 
 
 def _register(method: str) -> None:

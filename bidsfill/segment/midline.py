@@ -23,7 +23,13 @@ import numpy as np
 
 from bidsfill.segment._ants import ants_env, to_ants
 
-__all__ = ["MidPlane", "contralateral_image", "estimate_midplane", "mirror_about"]
+__all__ = [
+    "MidPlane",
+    "contralateral_image",
+    "estimate_midplane",
+    "mirror_about",
+    "reflected_mask",
+]
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,15 @@ def mirror_about(
     from bidsfill.io.resample import warp_from_world
 
     return warp_from_world(image, affine, image.shape, affine, plane.reflection(), order=order)
+
+
+def reflected_mask(
+    mask: np.ndarray, affine: np.ndarray, plane: MidPlane
+) -> np.ndarray:
+    """Voxels whose contralateral point lies in ``mask`` (linear, > 0.5): where the
+    "mirror" channel would show what the mask hides. ``affine`` is the grid's own, so a
+    box cut from a volume passes the volume's affine moved to the box's first voxel."""
+    return mirror_about(np.asarray(mask, dtype=np.float32), affine, plane) > 0.5
 
 
 def contralateral_image(

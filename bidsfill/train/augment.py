@@ -13,6 +13,7 @@ brought back to 1 mm, as the fill brings a 1.6 or 2 mm scan's crop to the model'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -137,7 +138,9 @@ class Augmenter:
         extras: list[np.ndarray] | None = None,
         *,
         seed: int,
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        like_image: Sequence[int] = (),
+        masks: list[np.ndarray] | None = None,
+    ) -> tuple:
         """Augment one region.
 
         Args:
@@ -146,29 +149,39 @@ class Augmenter:
             extras: further images on the same grid (FLAIR); they follow the spatial
                 transform and get their own intensity changes.
             seed: the region's seed.
+            like_image: indices of ``extras`` that are the T1w itself (its mirror): they
+                get the image's bias, gamma and scaling (their own noise), so they stay
+                in the image's units as the fill's mirror is.
+            masks: further masks that follow the spatial transform and the coarser
+                acquisition as ``mask`` does (nearest neighbour).
 
         Returns:
-            The augmented image (float32, >= 0), mask (bool) and extras.
+            The augmented image (float32, >= 0), mask (bool) and extras; and the further
+            masks (bool) when ``masks`` is given.
         """
         extras = list(extras or [])
+        more = [np.asarray(m, dtype=bool) for m in masks] if masks is not None else None
         if self.config is None:
-            return image.astype(np.float32), mask.astype(bool), extras
-        # 1. one spatial transform for all channels: stack the images, mask separately
+            out = image.astype(np.float32), mask.astype(bool), extras
+            return out if more is None else (*out, more)
+        # 1. one spatial transform for all channels: stack the images, the masks apart
         stack = np.stack([image, *extras]).astype(np.float32)
         data = {
             "image": torch.from_numpy(stack),
-            "mask": torch.from_numpy(mask[None].astype(np.float32)),
+            "mask": torch.from_numpy(np.stack([mask, *(more or [])]).astype(np.float32)),
         }
         self.spatial.set_random_state(seed=seed % (2**32))
         data = self.spatial(data)
         stack = np.asarray(data["image"], dtype=np.float32)
-        out_mask = np.asarray(data["mask"])[0] > 0.5
+        all_masks = np.asarray(data["mask"]) > 0.5
+        out_mask, more = all_masks[0], list(all_masks[1:])
         # 2. intensity changes per channel; gamma needs non-negative values
         rng = np.random.default_rng([seed, 1])
         channels = []
         for i, chan in enumerate(stack):
             chan = np.clip(chan, 0, None)
-            self.intensity.set_random_state(seed=(seed + 7919 * (i + 1)) % (2**32))
+            key = 0 if i - 1 in like_image else i
+            self.intensity.set_random_state(seed=(seed + 7919 * (key + 1)) % (2**32))
             chan = np.asarray(self.intensity({"image": chan[None]})["image"])[0]
             # 3. noise relative to the region's bright tissue, only where there is signal
             level = float(np.percentile(chan, 99)) if chan.any() else 1.0
@@ -183,7 +196,9 @@ class Augmenter:
             coarse_mask = coarse_acquisition(out_mask, mm, order=0) > 0.5
             if coarse_mask.sum() >= 2:
                 out_mask = coarse_mask
-        return channels[0], out_mask, channels[1:]
+                more = [coarse_acquisition(m, mm, order=0) > 0.5 for m in more]
+        out = channels[0], out_mask, channels[1:]
+        return out if masks is None else (*out, more)
 
 
 def coarse_acquisition(region: np.ndarray, mm: np.ndarray, order: int = 1) -> np.ndarray:

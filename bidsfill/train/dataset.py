@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from bidsfill.diffusion.card import PREFILL_METHOD
+from bidsfill.diffusion.conditioning import hide_reflected_mask
 from bidsfill.diffusion.crops import Crop, crop_around, training_patch
 from bidsfill.diffusion.examples import make_training_example
 from bidsfill.evaluate.simulate import bright_lesion
@@ -77,6 +78,7 @@ class TrainVolume:
     source: str = ""
     to_mni: np.ndarray | None = None  # 4x4 RAS world -> MNI152 world (real MNI masks)
     lesion: np.ndarray | None = None  # the patient's own lesions, grown: never in a mask
+    midplane: Any = None  # the MidPlane the "mirror" extra reflects about (with_mirror)
 
 
 def _canonical(img: nib.Nifti1Image) -> nib.Nifti1Image:
@@ -241,8 +243,20 @@ def with_mirror(volume: TrainVolume, seed: int = 0) -> TrainVolume:
     mid-sagittal plane (Santorum et al.), exactly as the fill builds it."""
     from bidsfill.segment.midline import contralateral_image
 
-    mirror, _ = contralateral_image(volume.image, volume.affine, seed=seed)
-    return dataclasses.replace(volume, extras={**volume.extras, "mirror": mirror})
+    mirror, plane = contralateral_image(volume.image, volume.affine, seed=seed)
+    return dataclasses.replace(volume, extras={**volume.extras, "mirror": mirror}, midplane=plane)
+
+
+def _reflected_in_region(vol: TrainVolume, crop: Crop, mask: np.ndarray) -> np.ndarray:
+    """The region's voxels whose contralateral point lies in the region's ``mask``: the
+    mask's reflection about the volume's mid-sagittal plane, on the region's grid."""
+    from bidsfill.segment.midline import reflected_mask
+
+    if vol.midplane is None:
+        raise ValueError(f"{vol.name} has no estimated mid-sagittal plane (with_mirror).")
+    first = np.eye(4)  # the region's voxel 0 in the volume (crop.extract pads with zeros)
+    first[:3, 3] = [s - p[0] for s, p in zip(crop.start, crop.pad, strict=True)]
+    return reflected_mask(mask, vol.affine @ first, vol.midplane)
 
 
 def _crop_sites(sites: LesionSites, sl: tuple[slice, ...]) -> LesionSites:
@@ -436,12 +450,20 @@ class InpaintingDataset(torch.utils.data.Dataset):
         vol = self.volumes[k]
         image = crop.extract(vol.image)
         extras = {name: crop.extract(v) for name, v in vol.extras.items()}
+        hides = bool(self.preprocessing.get("mirror_hides_mask")) and "mirror" in extras
+        reflected = _reflected_in_region(vol, crop, mask) if hides else None
         if self.augment is not None:
             seed = int(rng.integers(2**62))
-            a_img, a_mask, a_extras = self.augment(image, mask, list(extras.values()), seed=seed)
+            names = list(extras)
+            a_img, a_mask, a_extras, a_more = self.augment(
+                image, mask, list(extras.values()), seed=seed,
+                like_image=[i for i, n in enumerate(names) if n == "mirror"],
+                masks=[] if reflected is None else [reflected],
+            )  # fmt: skip
             if a_mask.sum() >= 2:  # a deformation may push a tiny lesion out of the region
                 image, mask = a_img, a_mask
-                extras = dict(zip(extras, a_extras, strict=True))
+                extras = dict(zip(names, a_extras, strict=True))
+                reflected = a_more[0] if a_more else None
         for name in ("flair", "t2w"):  # as a patient's would: the lesion is bright there
             if name in extras:
                 extras[name] = bright_lesion(
@@ -454,6 +476,8 @@ class InpaintingDataset(torch.utils.data.Dataset):
             prefill = image.copy()
             prefill[box] = classical_prefill(image[box], mask[box], vol.zooms, method)
             extras["prefill"] = prefill
+        if reflected is not None:  # the contralateral truth, hidden as the fill hides a lesion
+            extras["mirror"] = hide_reflected_mask(extras["mirror"], extras["prefill"], reflected)
         z_frame = (crop.start[2] - crop.pad[2][0], vol.image.shape[2])
         return image, mask, extras, z_frame
 

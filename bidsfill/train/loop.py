@@ -410,9 +410,10 @@ def _init_from(model: torch.nn.Module, ema: torch.nn.Module, config: TrainConfig
             f"{card.config}, not {config.arch} with {config.network}."
         )
     state = net.state_dict()
-    # More input channels than the start (a conditioning channel added, e.g. --prefill):
-    # the first convolution's new input weights start at zero, so the network computes
-    # exactly the exported function until training teaches it to use the new channel.
+    # More input channels than the start (a conditioning channel added, e.g. --prefill or
+    # --mirror): the first convolution's new input weights start at zero, so the network
+    # computes exactly the exported function until training teaches it to use the new
+    # channel. The start's channels keep their weights wherever the new order puts them.
     target = model.state_dict()
     for key, value in state.items():
         want = target[key].shape
@@ -422,7 +423,11 @@ def _init_from(model: torch.nn.Module, ema: torch.nn.Module, config: TrainConfig
                     f"{config.init_from}: {key} is {tuple(value.shape)}, not {tuple(want)}."
                 )
             grown = torch.zeros(want, dtype=value.dtype)
-            grown[:, : value.shape[1]] = value
+            order = _channel_order(card.preprocessing.extras, config.preprocessing, want[1])
+            if len(order) != value.shape[1]:
+                raise ValueError(f"{config.init_from}: its {value.shape[1]} input channels are "
+                                 f"not its extras {list(card.preprocessing.extras)} after the rest.")
+            grown[:, order] = value
             state[key] = grown
     residual = Preprocessing.coerce(config.preprocessing).residual_scale is not None
     if residual and card.preprocessing.residual_scale is None:
@@ -433,6 +438,18 @@ def _init_from(model: torch.nn.Module, ema: torch.nn.Module, config: TrainConfig
     model.load_state_dict(state)
     ema.load_state_dict(state)
     LOGGER.info("Starting from %s (sha256 %s)", config.init_from, (card.sha256 or "")[:12])
+
+
+def _channel_order(start_extras: tuple[str, ...], preprocessing: Any, n_target: int) -> list[int]:
+    """Where each input channel of the start sits among the target's ``n_target``: the
+    leading ones (noisy image, masked image, mask) in place, each extra by its name
+    (extras are the last channels, in card order)."""
+    target_extras = list(Preprocessing.coerce(preprocessing).extras)
+    missing = [e for e in start_extras if e not in target_extras]
+    if missing:
+        raise ValueError(f"The start has extra channels {missing} this model lacks.")
+    lead = n_target - len(target_extras)
+    return list(range(lead)) + [lead + target_extras.index(e) for e in start_extras]
 
 
 def _write_val(path: Path, row: dict[str, Any]) -> None:
