@@ -62,6 +62,7 @@ def _fills(
 
     from bidsfill.diffusion.inference import inpaint_volume
     from bidsfill.diffusion.weights import load_weights
+    from bidsfill.fill.diffusion import mirror_images
     from bidsfill.fill.prefill import classical_prefill
 
     digest = hashlib.sha256(np.packbits(case.mask).tobytes())
@@ -85,9 +86,11 @@ def _fills(
     prefill = classical_prefill(image, case.mask, zooms)
     net, card = load_weights(model, device="cpu")
     torch.set_num_threads(threads)
+    extra, _ = mirror_images(image, case.mask, zooms, case.volume.affine, card,
+                             {"prefill": prefill}, seed=0, n_threads=threads)  # fmt: skip
     out = inpaint_volume(image, case.mask, net, card, zooms=zooms, seed=0, edge_taper_mm=0,
                          shift_voxels=shift, n_samples=n_samples, antithetic=antithetic,
-                         extra_images={"prefill": prefill})  # fmt: skip
+                         extra_images=extra)  # fmt: skip
     np.savez_compressed(path, prefill=prefill[case.mask], model=out.mean[case.mask])
     return prefill[case.mask], out.mean[case.mask]
 

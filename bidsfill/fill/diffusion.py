@@ -27,7 +27,7 @@ from bidsfill.fill.methods import FILL_METHODS, fill_method
 from bidsfill.fill.prefill import classical_prefill
 from bidsfill.segment.midline import MidPlane, contralateral_image, reflected_mask
 
-__all__ = ["diffusion_fill"]
+__all__ = ["diffusion_fill", "mirror_images"]
 
 LOGGER = logging.getLogger("bidsfill.fill.diffusion")
 
@@ -170,19 +170,8 @@ def diffusion_fill(
     except ValueError as err:
         raise FillError(str(err)) from None
     LOGGER.info("Diffusion fill (%s, %s, %s steps) on %s", method, plan.sampler, plan.steps, dev)
-    plane = None
-    if "mirror" in card.preprocessing.extras and affine is not None:
-        if not (extra_images and "mirror" in extra_images):  # Santorum et al.'s channel,
-            # about this scan's own mid-sagittal plane, as training built it
-            mirror, plane = contralateral_image(image, affine, seed=seed,
-                                                n_threads=int(omp_nthreads or 1))  # fmt: skip
-            extra_images = {**(extra_images or {}), "mirror": mirror}
-    if card.preprocessing.mirror_hides_mask and not (extra_images and "mirror" in extra_images):
-        # no affine: the array's own centre (conditioning.mirror_lr), hidden the same way
-        extra_images = {**(extra_images or {}), "mirror": mirror_lr(image)}
-    if card.preprocessing.mirror_hides_mask and (plane is not None or affine is None):
-        extra_images = _mirror_hiding_the_mask(image, mask, zooms, plane, affine, card,
-                                               extra_images)  # fmt: skip
+    extra_images, plane = mirror_images(image, mask, zooms, affine, card, extra_images,
+                                        seed=seed, n_threads=int(omp_nthreads or 1))  # fmt: skip
     with _threads(omp_nthreads, dev):
         try:
             out = inpaint_volume(
@@ -215,6 +204,41 @@ def diffusion_fill(
     if "jump_length" in fill_method(method).sampling:
         params_out.update({"JumpLength": plan.jump_length, "JumpNSample": plan.jump_n_sample})
     return FillResult(filled=out.mean, std=out.std, params=params_out, device=str(dev))
+
+
+def mirror_images(
+    image: np.ndarray,
+    mask: np.ndarray,
+    zooms: tuple[float, float, float],
+    affine: np.ndarray | None,
+    card: ModelCard,
+    extra_images: dict[str, np.ndarray] | None,
+    *,
+    seed: int = 0,
+    n_threads: int = 1,
+) -> tuple[dict[str, np.ndarray] | None, MidPlane | None]:
+    """The conditioning images a "mirror" model needs beyond the scan, as training built
+    them, and the plane they reflect about (None: given, or the array's centre).
+
+    Santorum et al.'s channel is the scan reflected about its own estimated mid-sagittal
+    plane; a card with ``mirror_hides_mask`` shows the prefill where the reflection would
+    show the lesion (then the prefill comes back too, made once for both channels).
+    """
+    pre = card.preprocessing
+    plane = None
+    if "mirror" not in pre.extras or (extra_images and "mirror" in extra_images):
+        return extra_images, plane
+    if affine is not None:
+        mirror, plane = contralateral_image(image, affine, seed=seed, n_threads=n_threads)
+    elif pre.mirror_hides_mask:  # no affine: the array's own centre, hidden the same way
+        mirror = mirror_lr(image)
+    else:  # conditioning.extra_channels reflects about the array's centre
+        return extra_images, plane
+    extra_images = {**(extra_images or {}), "mirror": mirror}
+    if pre.mirror_hides_mask:
+        extra_images = _mirror_hiding_the_mask(image, mask, zooms, plane, affine, card,
+                                               extra_images)  # fmt: skip
+    return extra_images, plane
 
 
 def _mirror_hiding_the_mask(
