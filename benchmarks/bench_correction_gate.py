@@ -78,6 +78,9 @@ def _fills(
     grid = None if voxel is None else [float(v) for v in voxel]
     if grid != list(MODEL_VOXEL_MM):  # a card-only variant (the fills cached before: 1 mm)
         digest.update(f"grid={grid}".encode())
+    if grid is not None and not np.allclose(case.volume.zooms, grid, rtol=0.05):
+        # resampled crops show the prefill, not the masked voxels, as context (session 15)
+        digest.update(b"context=prefill")
     path = cache / f"{case.name.replace('#', '_').replace(':', '_')}-{digest.hexdigest()[:12]}.npz"
     if path.exists():
         got = np.load(path)

@@ -16,7 +16,7 @@ from bidsfill.diffusion.card import default_preprocessing
 from bidsfill.diffusion.schedules import NoiseSchedule
 from bidsfill.diffusion.weights import save_weights
 from bidsfill.fill.base import fill_image
-from bidsfill.segment.midline import MidPlane, reflected_mask
+from bidsfill.segment.midline import GridReflection, MidPlane, reflected_mask
 from bidsfill.train.dataset import InpaintingDataset, TrainVolume
 from bidsfill.train.loop import TrainConfig, train
 from bidsfill.train.masks import MaskGenerator
@@ -25,14 +25,15 @@ N = 32
 PLANE = MidPlane((1.0, 0.0, 0.0), (N - 1) / 2)  # on the identity grid: x -> 31 - x
 
 
-def _volume() -> TrainVolume:
-    """A textured, left-right asymmetric 'brain' with its mirror about PLANE."""
+def _volume(n: int = N) -> TrainVolume:
+    """A textured, left-right asymmetric 'brain' with its mirror about its centre plane
+    (PLANE for the default size)."""
     rng = np.random.default_rng(3)
-    g = np.indices((N, N, N)).astype(np.float32) - (N - 1) / 2
+    g = np.indices((n, n, n)).astype(np.float32) - (n - 1) / 2
     r = np.sqrt((g**2).sum(0))
-    wm = np.clip((10.0 - r) / 2 + 0.5, 0, 1).astype(np.float32)
-    brain = r < 14
-    texture = gaussian_filter(rng.standard_normal((N, N, N)), 1.5) * 25
+    wm = np.clip((n / 3.2 - r) / 2 + 0.5, 0, 1).astype(np.float32)
+    brain = r < n / 2 - 2
+    texture = gaussian_filter(rng.standard_normal((n, n, n)), 1.5) * 25
     image = np.where(brain, 60 + 40 * wm + texture, 0).astype(np.float32)
     return TrainVolume("asym", image, np.eye(4), (1.0, 1.0, 1.0), wm, brain,
                        extras={"mirror": np.ascontiguousarray(image[::-1])},
@@ -146,3 +147,34 @@ def test_the_fill_never_sees_what_the_mask_covers(tmp_path):
         b = fill_image(other, mask, **kwargs)
         assert np.array_equal(a.filled[~mask], image[~mask])
         assert np.array_equal(a.filled, b.filled) == hides
+
+
+def test_grid_reflection_follows_a_box_and_a_resampled_grid():
+    """Adaptation hides each drawn mask's reflection on the model's grid: a box of it and
+    the scan resampled to it (here 2 mm -> 1 mm about the array's centre: the mirror of
+    the new array)."""
+    coarse = GridReflection.array_centre((16, 16, 16))
+    fine = coarse.resampled((16, 16, 16), (32, 32, 32))
+    mask = np.zeros((32, 32, 32), bool)
+    mask[6:10, 8:20, 5:9] = True
+    assert np.array_equal(fine.in_box(mask, (0, 0, 0)), mask[::-1])
+    assert np.array_equal(fine.in_box(mask[4:28], (4, 0, 0)), mask[::-1][4:28])
+
+
+def test_adaptation_of_a_mirror_model_never_sees_what_the_mask_covers(tmp_path):
+    """--adapt-steps draws masks in the scan's healthy tissue and hides their reflections;
+    the lesion stays hidden too: two scans that differ only under the mask get the same
+    adapted fill, on the model's own grid and through a resampled one."""
+    image = _volume(64).image  # room for adaptation regions away from the lesion
+    mask = np.zeros(image.shape, bool)
+    mask[25:30, 28:34, 28:32] = True
+    other = np.where(mask, image[::-1] * 0.3 + 200, image).astype(np.float32)
+    model = str(_mirror_model(tmp_path, True))
+    for zooms in ((1.0, 1.0, 1.0), (1.2, 1.2, 1.2)):
+        kwargs = {"method": "pseudo3d", "zooms": zooms, "seed": 0, "steps": 1,
+                  "n_samples": 1, "device": "cpu", "model": model}  # fmt: skip
+        plain = fill_image(image, mask, **kwargs)
+        a = fill_image(image, mask, adapt_steps=2, **kwargs)
+        b = fill_image(other, mask, adapt_steps=2, **kwargs)
+        assert np.array_equal(a.filled, b.filled)
+        assert not np.array_equal(a.filled, plain.filled)  # adaptation changed the model

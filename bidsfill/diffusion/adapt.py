@@ -23,6 +23,7 @@ import torch
 from scipy import ndimage
 
 from bidsfill.diffusion.card import ModelCard
+from bidsfill.diffusion.conditioning import hide_reflected_mask
 from bidsfill.diffusion.crops import lesion_components
 from bidsfill.diffusion.examples import make_training_example
 from bidsfill.diffusion.intensity import TissueReference, tissue_reference
@@ -47,7 +48,7 @@ def draw_adaptation_region(
     region: tuple[int, int, int],
     rng: np.random.Generator,
     attempts: int = 50,
-) -> tuple[np.ndarray, np.ndarray, int] | None:
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]] | None:
     """One (image region, mask) with a lesion-shaped mask in healthy tissue.
 
     Args:
@@ -59,8 +60,8 @@ def draw_adaptation_region(
         rng: the random generator (seeded by the caller).
 
     Returns:
-        ``(region image, region mask, index of the region's first z slice)``, or None
-        when no place was found.
+        ``(region image, region mask, the region's first voxel)``, or None when no
+        place was found.
     """
     candidates = np.argwhere(tissue)
     if not len(candidates) or not components:
@@ -83,7 +84,7 @@ def draw_adaptation_region(
         mask[tuple(slice(a, a + s) for a, s in zip(start, sub.shape, strict=True))] = sub
         mask &= tissue[box]
         if mask.sum() >= 2:
-            return np.asarray(image[box], dtype=np.float32), mask, int(lo[2])
+            return np.asarray(image[box], dtype=np.float32), mask, tuple(int(v) for v in lo)
     return None
 
 
@@ -99,6 +100,8 @@ def adapt_model(
     zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
     reference: TissueReference | None = None,
     prefill: Any = None,
+    mirror: np.ndarray | None = None,
+    reflection: Any = None,
 ) -> torch.nn.Module:
     """A copy of ``net`` fine-tuned for ``steps`` steps on the scan's healthy tissue.
 
@@ -114,6 +117,10 @@ def adapt_model(
         reference: the scan's tissue landmarks (computed when None).
         prefill: the classical filler of a residual model's "prefill" channel
             (``inference.PrefillFn``), applied to every drawn example.
+        mirror: a "mirror" model's channel on the same grid, as its fill sees it.
+        reflection: the plane of ``mirror`` on this grid
+            (:class:`bidsfill.segment.midline.GridReflection`), to hide each drawn mask's
+            reflection as training did (cards with ``mirror_hides_mask``).
     """
     if steps <= 0:
         return net
@@ -138,6 +145,9 @@ def adapt_model(
         return net
     if "prefill" in extras and prefill is None:
         raise ValueError("This model corrects a classical prefill: pass prefill= to adapt it.")
+    if "mirror" in extras and (mirror is None or (pre.mirror_hides_mask and reflection is None)):
+        raise ValueError("This model sees the contralateral side: pass mirror= (and "
+                         "reflection= for a card that hides the mask's reflection).")
     rng = np.random.default_rng([int(seed), 41])
     gen = torch.Generator().manual_seed(int(seed))
     model = copy.deepcopy(net).to(device)
@@ -156,10 +166,16 @@ def adapt_model(
                 if drawn is None:
                     LOGGER.warning("No healthy place for adaptation examples; not adapted.")
                     return net
-                img_r, mask_r, z0 = drawn
+                img_r, mask_r, origin = drawn
                 extra = {}
                 if "prefill" in extras:
                     extra["prefill"] = prefill(img_r, mask_r, zooms, pre.prefill)
+                if "mirror" in extras:
+                    box = tuple(slice(o, o + n) for o, n in zip(origin, region, strict=True))
+                    extra["mirror"] = mirror[box]
+                    if pre.mirror_hides_mask:
+                        extra["mirror"] = hide_reflected_mask(
+                            mirror[box], extra["prefill"], reflection.in_box(mask_r, origin))
                 batch.append(
                     make_training_example(
                         img_r,
@@ -170,7 +186,7 @@ def adapt_model(
                         rng=rng,
                         extra_images=extra,
                         reference=reference,
-                        z_frame=(z0, image.shape[2]),
+                        z_frame=(origin[2], image.shape[2]),
                     )  # fmt: skip
                 )
             x0 = card.spec.encode(model, torch.stack([ex.x0 for ex in batch]).to(device))

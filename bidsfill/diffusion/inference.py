@@ -285,6 +285,8 @@ def _adapted(
     device: torch.device,
     reference: Any,
     prefill: PrefillFn | None,
+    mirror: np.ndarray | None = None,
+    reflection: Any = None,
 ) -> torch.nn.Module:
     """``net`` adapted to this scan, on the model's grid (the scan resampled to it)."""
     from bidsfill.diffusion.adapt import adapt_model
@@ -292,13 +294,17 @@ def _adapted(
     voxel = card.preprocessing.voxel_size
     if voxel is not None and not np.allclose(zooms, voxel, rtol=0.05):
         shape = box_shape(image.shape, zooms, voxel)
+        if mirror is not None:
+            mirror = resample_box(mirror, shape)
+        if reflection is not None:
+            reflection = reflection.resampled(image.shape, shape)
         image = resample_box(image, shape)
         mask = resample_box(mask.astype(np.float32), shape) > 0.5
         zooms = tuple(float(v) for v in voxel)
     with torch.inference_mode(False):
         return adapt_model(
             net, card, image, mask, steps=steps, seed=seed, device=device, zooms=zooms,
-            reference=reference, prefill=prefill,
+            reference=reference, prefill=prefill, mirror=mirror, reflection=reflection,
         )  # fmt: skip
 
 
@@ -364,6 +370,7 @@ def inpaint_volume(
     zooms: tuple[float, float, float] = (1.0, 1.0, 1.0),
     progress: Callable[[int, int], None] | None = None,
     prefill: PrefillFn | None = None,
+    reflection: Any = None,
     **options: Any,
 ) -> InpaintOutput:
     """Fill ``mask`` in ``image`` (scanner units) with a loaded diffusion model.
@@ -385,6 +392,10 @@ def inpaint_volume(
         progress: called with (crops done, crops in all) after each crop.
         prefill: the classical filler of a residual model's "prefill" channel
             (:data:`PrefillFn`); needed only when the card names that channel.
+        reflection: the plane the "mirror" image reflects about, on this grid
+            (:class:`bidsfill.segment.midline.GridReflection`; default: the array's
+            centre, as ``conditioning.mirror_lr``): adaptation hides each drawn mask's
+            reflection with it.
 
     Returns:
         The mean fill and the std (more than one sample), both shaped like ``image``,
@@ -409,14 +420,25 @@ def inpaint_volume(
         first_guess = _needs_prefill(prefill)(image, mask, zooms, pre.prefill)
         extra_images = {**(extra_images or {}), "prefill": first_guess}
     extras_full = extra_channels(image, names, extra_images)
+    # What the crops show as context: resampled to the model's grid, a voxel next to the
+    # mask blends in native voxels under it (the lesion); with the prefill there instead
+    # the fill never sees what the mask covers, on any grid.
+    context = image
+    if "prefill" in names:
+        context = np.where(mask, extras_full[names.index("prefill")], image).astype(np.float32)
     generator = torch.Generator(device=device).manual_seed(int(seed))
     total = np.zeros(image.shape, dtype=np.float64)
     total_sq = np.zeros(image.shape, dtype=np.float64)
     components = lesion_components(mask)
     reference = tissue_reference(image, mask, pre.intensity.percentiles)
     if plan.adapt_steps:
-        net = _adapted(net, card, image, mask, zooms, plan.adapt_steps, seed, device, reference,
-                       prefill)  # fmt: skip
+        mirror = extras_full[names.index("mirror")] if "mirror" in names else None
+        if reflection is None and mirror is not None:  # extra_channels' mirror_lr
+            from bidsfill.segment.midline import GridReflection
+
+            reflection = GridReflection.array_centre(image.shape)
+        net = _adapted(net, card, context, mask, zooms, plan.adapt_steps, seed, device, reference,
+                       prefill, mirror, reflection)  # fmt: skip
     count = np.zeros(image.shape, dtype=np.int32)
     views = sample_views(n_samples, bool(plan.flip), _native_shift(plan, pre, zooms))
     calls = 0
@@ -429,7 +451,7 @@ def inpaint_volume(
             sl = view_grid.crop.slices
             key = (flipped, view_grid.crop.start)
             if key not in prepared:
-                prep = _prepare_view(image[sl], mask[sl], extras_full, sl, view_grid, spec, pre,
+                prep = _prepare_view(context[sl], mask[sl], extras_full, sl, view_grid, spec, pre,
                                      reference, flipped=flipped)  # fmt: skip
                 # Context boxes may overlap; each lesion is filled by the one crop made for it.
                 prepared[key] = (prep, np.isin(components[sl], grid.crop.labels))

@@ -25,7 +25,12 @@ from bidsfill.diffusion.sampling import SamplingPlan
 from bidsfill.fill.base import FillError, FillResult, register_filler
 from bidsfill.fill.methods import FILL_METHODS, fill_method
 from bidsfill.fill.prefill import classical_prefill
-from bidsfill.segment.midline import MidPlane, contralateral_image, reflected_mask
+from bidsfill.segment.midline import (
+    GridReflection,
+    MidPlane,
+    contralateral_image,
+    reflected_mask,
+)
 
 __all__ = ["diffusion_fill", "mirror_images"]
 
@@ -178,6 +183,7 @@ def diffusion_fill(
                 image, mask, net, card, plan, seed=seed, device=dev,
                 extra_images=extra_images, zooms=tuple(zooms), progress=_log_progress(),
                 prefill=classical_prefill,
+                reflection=None if plane is None else GridReflection(affine, plane),
             )  # fmt: skip
         except ValueError as err:
             raise FillError(str(err)) from None
@@ -221,47 +227,30 @@ def mirror_images(
     them, and the plane they reflect about (None: given, or the array's centre).
 
     Santorum et al.'s channel is the scan reflected about its own estimated mid-sagittal
-    plane; a card with ``mirror_hides_mask`` shows the prefill where the reflection would
-    show the lesion (then the prefill comes back too, made once for both channels).
+    plane. A card with ``mirror_hides_mask`` reflects the scan with the prefill in the
+    mask (the plane too is estimated on it) and shows the prefill where the reflection
+    lands in the mask, so nothing the mask covers reaches the network; the prefill comes
+    back too, made once for both channels.
     """
     pre = card.preprocessing
-    plane = None
     if "mirror" not in pre.extras or (extra_images and "mirror" in extra_images):
-        return extra_images, plane
-    if affine is not None:
+        return extra_images, None
+    if not pre.mirror_hides_mask:
+        if affine is None:  # conditioning.extra_channels reflects about the array's centre
+            return extra_images, None
         mirror, plane = contralateral_image(image, affine, seed=seed, n_threads=n_threads)
-    elif pre.mirror_hides_mask:  # no affine: the array's own centre, hidden the same way
-        mirror = mirror_lr(image)
-    else:  # conditioning.extra_channels reflects about the array's centre
-        return extra_images, plane
-    extra_images = {**(extra_images or {}), "mirror": mirror}
-    if pre.mirror_hides_mask:
-        extra_images = _mirror_hiding_the_mask(image, mask, zooms, plane, affine, card,
-                                               extra_images)  # fmt: skip
-    return extra_images, plane
-
-
-def _mirror_hiding_the_mask(
-    image: np.ndarray,
-    mask: np.ndarray,
-    zooms: tuple[float, float, float],
-    plane: MidPlane | None,
-    affine: np.ndarray | None,
-    card: ModelCard,
-    extra_images: dict[str, np.ndarray],
-) -> dict[str, np.ndarray]:
-    """The mirror with the prefill where it would reflect the lesion (as in training),
-    and the prefill itself, made once here for both channels. Without a plane the mirror
-    is about the array's centre, and so is the mask's reflection."""
-    prefill = extra_images.get("prefill")
+        return {**(extra_images or {}), "mirror": mirror}, plane
+    prefill = (extra_images or {}).get("prefill")
     if prefill is None:
-        prefill = classical_prefill(image, mask, zooms, card.preprocessing.prefill)
-    if plane is None:
-        reflected = mirror_lr(np.asarray(mask, dtype=bool))
+        prefill = classical_prefill(image, mask, zooms, pre.prefill)
+    seen = np.where(mask, prefill, image).astype(np.float32)
+    if affine is None:  # the array's own centre
+        plane, mirror, reflected = None, mirror_lr(seen), mirror_lr(np.asarray(mask, bool))
     else:
+        mirror, plane = contralateral_image(seen, affine, seed=seed, n_threads=n_threads)
         reflected = reflected_mask(mask, affine, plane)
-    hidden = hide_reflected_mask(extra_images["mirror"], prefill, reflected)
-    return {**extra_images, "mirror": hidden, "prefill": prefill}
+    hidden = hide_reflected_mask(mirror, prefill, reflected)
+    return {**(extra_images or {}), "mirror": hidden, "prefill": prefill}, plane
 
 
 def _register(method: str) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from bidsfill.segment._ants import ants_env, to_ants
 
 __all__ = [
+    "GridReflection",
     "MidPlane",
     "contralateral_image",
     "estimate_midplane",
@@ -134,6 +135,35 @@ def reflected_mask(
     "mirror" channel would show what the mask hides. ``affine`` is the grid's own, so a
     box cut from a volume passes the volume's affine moved to the box's first voxel."""
     return mirror_about(np.asarray(mask, dtype=np.float32), affine, plane) > 0.5
+
+
+@dataclass(frozen=True)
+class GridReflection:
+    """A mid-sagittal plane on one voxel grid: where the "mirror" channel of any box of
+    the grid would show what a mask in that box hides (adaptation draws such boxes)."""
+
+    affine: np.ndarray
+    plane: MidPlane
+
+    @classmethod
+    def array_centre(cls, shape: tuple[int, ...]) -> GridReflection:
+        """The reflection about the array's centre plane (``conditioning.mirror_lr``)."""
+        return cls(np.eye(4), MidPlane((1.0, 0.0, 0.0), (shape[0] - 1) / 2.0))
+
+    def in_box(self, mask: np.ndarray, origin: tuple[int, ...]) -> np.ndarray:
+        """:func:`reflected_mask` of ``mask``, a box whose first voxel is ``origin``."""
+        first = np.eye(4)
+        first[:3, 3] = origin
+        return reflected_mask(mask, self.affine @ first, self.plane)
+
+    def resampled(self, shape: tuple[int, ...], out_shape: tuple[int, ...]) -> GridReflection:
+        """The same plane on the grid that :func:`bidsfill.io.resample.resample_box` makes
+        of ``shape`` at ``out_shape`` (the box's outer edges kept)."""
+        scale = np.asarray(shape, float) / np.asarray(out_shape, float)
+        grid = np.eye(4)
+        grid[:3, :3] = np.diag(scale)
+        grid[:3, 3] = (scale - 1.0) / 2.0
+        return GridReflection(self.affine @ grid, self.plane)
 
 
 def contralateral_image(
