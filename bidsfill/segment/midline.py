@@ -69,6 +69,11 @@ class MidPlane:
         }
 
 
+#: Rigid iterations per level of the mirror registration (antspyx's default: 2100,
+#: 1200, 1200, 10 over shrink factors 6, 4, 2, 1).
+MIDPLANE_ITERATIONS = (500, 250, 100, 0)
+
+
 def _voxel_flip(shape: tuple[int, ...]) -> np.ndarray:
     flip = np.eye(4)
     flip[0, 0], flip[0, 3] = -1.0, shape[0] - 1.0
@@ -111,7 +116,11 @@ def estimate_midplane(
             fixed = ants.resample_image(fixed, (2.0, 2.0, 2.0), use_voxels=False, interp_type=0)
             moving = ants.resample_image(moving, (2.0, 2.0, 2.0), use_voxels=False,
                                          interp_type=0)  # fmt: skip
-        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform="Rigid")
+        # Three coarse levels (shrink 6, 4, 2 of the 2 mm grid) and no full-resolution one:
+        # a third to a half of the default schedule's time on four real scans, the plane
+        # within 0.25 degree and 0.05 mm of it (benchmarks/bench_midplane.py).
+        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform="Rigid",
+                                aff_iterations=MIDPLANE_ITERATIONS)  # fmt: skip
         # fwdtransforms map fixed points to moving points: moving(T p) ~ fixed(p), and
         # moving(q) = image(F q), so image(F T p) ~ image(p).
         fixed_to_moving = _itk_affine_to_ras(ants.read_transform(reg["fwdtransforms"][0]))
