@@ -100,3 +100,21 @@ def test_a_model_without_a_scorecard_shows_its_comparison_row(tmp_path):
     dst.with_suffix(".json").write_text(json.dumps(card))
     assert ("scorecard: 4 held-out cases of the architecture comparison: PSNR01 19.06 dB, "
             "pseudo3d 20.55, nonlocal 18.91, SSIM 0.771") in describe_model(dst)  # fmt: skip
+
+
+def test_the_listing_says_what_each_model_sees(tmp_path):
+    """The default's channels: its prefill and the contralateral side with the mask's
+    reflection hidden; a card without extras sees only the masked scan."""
+    default = next(p for p in SHIPPED if p.stem == "pseudo3d")
+    card = json.loads(default.with_suffix(".json").read_text())
+    pre = card["preprocessing"]
+    seen = describe_model(default)
+    for name, words in (("mirror", "reflected about its mid-sagittal plane"),
+                        ("prefill", "nonlocal prefill it corrects")):  # fmt: skip
+        assert (words in seen) == (name in pre["extras"])
+    assert ("the prefill where that shows the mask" in seen) == bool(pre.get("mirror_hides_mask"))
+    dst = tmp_path / "plain.safetensors"
+    shutil.copy(default, dst)
+    card["preprocessing"] = {**pre, "extras": [], "mirror_hides_mask": False}
+    dst.with_suffix(".json").write_text(json.dumps(card))
+    assert "  sees: the masked scan\n" in describe_model(dst)

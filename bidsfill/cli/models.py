@@ -82,6 +82,7 @@ def _describe_synthesis(path: Path, card: dict[str, Any], sha: str, check: str) 
         f"  trained on: {_names(training.get('training_data') or [], 'name')}; "
         f"{training.get('budget', '?')}",
         f"  held out: {_names(training.get('held_out') or [], 'participant')}",
+        f"  sees: {_conditioning(card.get('preprocessing') or {})}",
         f"  default sampling: DDIM {sampling.get('steps', '?')} step(s) over "
         f"{sampling.get('crop', '?')} crops",
         f"  scores: {scored}",
@@ -111,6 +112,7 @@ def describe_model(path: Path) -> str:
         + (f"; {masks['count']} real lesion masks" if masks.get("count") else "")
         + f"; {steps} steps on {ran_on}",
         f"  held out: {_names(training.get('held_out') or [], 'participant')}",
+        f"  sees: {_conditioning(card.get('preprocessing') or {})}",
         f"  default sampling: DDIM {sampling.get('steps', '?')} step(s), mean of "
         f"{sampling.get('n_samples', 1)}"
         + (", every other from the mirrored crop" if sampling.get("flip") else "")
@@ -122,6 +124,20 @@ def describe_model(path: Path) -> str:
         f"  scorecard: {_scorecard(card, arch)}",
         f"  card: {path.with_suffix('.json')}",
     ])  # fmt: skip
+
+
+def _conditioning(pre: dict) -> str:
+    """What the network is given beside the masked scan (the card's extras)."""
+    words = {
+        "mirror": "the scan reflected about its mid-sagittal plane"
+        + (" (the prefill where that shows the mask)" if pre.get("mirror_hides_mask") else ""),
+        "prefill": f"a {pre.get('prefill_method', 'nonlocal')} prefill"
+        + (" it corrects" if pre.get("residual") else ""),
+        "flair": "the FLAIR",
+        "t2w": "the T2w",
+    }
+    extras = [words.get(name, name) for name in pre.get("extras") or []]
+    return "the masked scan" + "".join(f", {e}" for e in extras)
 
 
 def list_models(folder: Path | None = None) -> str:
