@@ -84,9 +84,13 @@ def main() -> None:
     p.add_argument("--no-hog", action="store_true", help="skip the run beside a CPU hog")
     p.add_argument("--n-samples", type=int, default=None,
                    help="fills to average instead of the card's (what a default change would cost)")  # fmt: skip
+    p.add_argument("--model", type=Path, default=None,
+                   help="other weights (with their card) instead of the default's")  # fmt: skip
     p.add_argument("--section", default=SECTION, help="the RESULTS.md section to write")
     args = p.parse_args()
     sampling = {} if args.n_samples is None else {"n_samples": args.n_samples}
+    if args.model is not None:
+        sampling["model"] = str(args.model)
     threads = len(os.sched_getaffinity(0))
     vol, mask, count = lesion_case(args.scan, args.ms_mask)
     ml = float(mask.sum()) * float(np.prod(vol.zooms)) / 1000
