@@ -29,23 +29,11 @@ SCANS = ("sub-fsconf01", "sub-ds2748s61", "sub-head01", "sub-ixi015")
 
 def _estimate(image: np.ndarray, affine: np.ndarray, iterations, threads: int):
     """(plane, seconds) with ``iterations`` (None: antspyx's default schedule)."""
-    import ants
+    from bidsfill.segment.midline import estimate_midplane
 
-    from bidsfill.segment import midline
-
-    original = ants.registration
-    if iterations is None:  # the default schedule: no aff_iterations passed on
-
-        def plain(*args, aff_iterations=None, **kwargs):  # noqa: ANN002, ANN003, ANN202, ARG001
-            return original(*args, **kwargs)
-
-        ants.registration = plain
-    try:
-        start = time.perf_counter()
-        plane = midline.estimate_midplane(image, affine, n_threads=threads)
-        return plane, time.perf_counter() - start
-    finally:
-        ants.registration = original
+    start = time.perf_counter()
+    plane = estimate_midplane(image, affine, n_threads=threads, iterations=iterations)
+    return plane, time.perf_counter() - start
 
 
 def main() -> None:

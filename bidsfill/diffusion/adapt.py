@@ -175,7 +175,7 @@ def adapt_model(
                     extra["mirror"] = mirror[box]
                     if pre.mirror_hides_mask:
                         extra["mirror"] = hide_reflected_mask(
-                            mirror[box], extra["prefill"], reflection.in_box(mask_r, origin))
+                            extra["mirror"], extra["prefill"], reflection.in_box(mask_r, origin))
                 batch.append(
                     make_training_example(
                         img_r,

@@ -92,7 +92,12 @@ def plane_of_reflection(g: np.ndarray) -> MidPlane:
 
 
 def estimate_midplane(
-    image: np.ndarray, affine: np.ndarray, *, seed: int = 0, n_threads: int = 1
+    image: np.ndarray,
+    affine: np.ndarray,
+    *,
+    seed: int = 0,
+    n_threads: int = 1,
+    iterations: tuple[int, ...] | None = MIDPLANE_ITERATIONS,
 ) -> MidPlane:
     """The mid-sagittal plane of ``image`` (voxel axis 0 roughly left-right).
 
@@ -101,6 +106,7 @@ def estimate_midplane(
         affine: its voxel-to-RAS affine.
         seed: seeds antspyx's metric sampling.
         n_threads: ITK threads.
+        iterations: rigid iterations per level (None: antspyx's default schedule).
     """
     import ants
 
@@ -119,8 +125,9 @@ def estimate_midplane(
         # Three coarse levels (shrink 6, 4, 2 of the 2 mm grid) and no full-resolution one:
         # a third to a half of the default schedule's time on four real scans, the plane
         # within 0.25 degree and 0.05 mm of it (benchmarks/bench_midplane.py).
+        schedule = {} if iterations is None else {"aff_iterations": tuple(iterations)}
         reg = ants.registration(fixed=fixed, moving=moving, type_of_transform="Rigid",
-                                aff_iterations=MIDPLANE_ITERATIONS)  # fmt: skip
+                                **schedule)  # fmt: skip
         # fwdtransforms map fixed points to moving points: moving(T p) ~ fixed(p), and
         # moving(q) = image(F q), so image(F T p) ~ image(p).
         fixed_to_moving = _itk_affine_to_ras(ants.read_transform(reg["fwdtransforms"][0]))

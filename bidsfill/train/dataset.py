@@ -250,13 +250,13 @@ def with_mirror(volume: TrainVolume, seed: int = 0) -> TrainVolume:
 def _reflected_in_region(vol: TrainVolume, crop: Crop, mask: np.ndarray) -> np.ndarray:
     """The region's voxels whose contralateral point lies in the region's ``mask``: the
     mask's reflection about the volume's mid-sagittal plane, on the region's grid."""
-    from bidsfill.segment.midline import reflected_mask
+    from bidsfill.segment.midline import GridReflection
 
     if vol.midplane is None:
         raise ValueError(f"{vol.name} has no estimated mid-sagittal plane (with_mirror).")
-    first = np.eye(4)  # the region's voxel 0 in the volume (crop.extract pads with zeros)
-    first[:3, 3] = [s - p[0] for s, p in zip(crop.start, crop.pad, strict=True)]
-    return reflected_mask(mask, vol.affine @ first, vol.midplane)
+    # the region's voxel 0 in the volume (crop.extract pads with zeros)
+    origin = tuple(s - p[0] for s, p in zip(crop.start, crop.pad, strict=True))
+    return GridReflection(vol.affine, vol.midplane).in_box(mask, origin)
 
 
 def _crop_sites(sites: LesionSites, sl: tuple[slice, ...]) -> LesionSites:
